@@ -1,0 +1,31 @@
+//! Image and text encoders for Nadir: CLIP ViTs (RemoteCLIP, OpenAI CLIP, any open_clip ViT
+//! checkpoint) in candle, numerically equal to the PyTorch reference (open_clip), with the CLIP
+//! BPE tokenizer and the CLIP image transform.
+//!
+//! ```no_run
+//! use nadir_clip::{ClipEncoder, ClipSpec, Encoder};
+//! let enc = ClipEncoder::load(&ClipSpec { model: "remoteclip-vit-b-32".into(), ..Default::default() })?;
+//! let v = enc.embed_texts(&["dense residential near the coast"])?;
+//! assert_eq!(v[0].len(), enc.dim());
+//! # Ok::<(), nadir_clip::Error>(())
+//! ```
+
+pub mod bench;
+pub mod checkpoint;
+pub mod config;
+pub mod encoder;
+pub mod error;
+pub mod hub;
+pub mod model;
+pub mod preprocess;
+pub mod resample;
+pub mod text;
+pub mod tokenizer;
+mod transformer;
+pub mod vision;
+
+pub use config::{Activation, ClipConfig, TextConfig, VisionConfig};
+pub use encoder::{ClipEncoder, ClipSpec, Encoder, ModelId};
+pub use error::{Error, Result};
+pub use preprocess::{load_rgb, Preprocessor};
+pub use tokenizer::ClipTokenizer;

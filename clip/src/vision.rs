@@ -1,0 +1,97 @@
+//! The image tower: open_clip's `VisionTransformer` (`visual.*` in a checkpoint).
+//!
+//! Reference: `open_clip/transformer.py::VisionTransformer` with the defaults used by every OpenAI
+//! and RemoteCLIP ViT: class-token pooling, `ln_pre`, `ln_post` before pooling, a bias-free
+//! patch convolution and a linear projection `proj` [width, embed_dim].
+
+use candle_core::{Module, Tensor};
+use candle_nn::{LayerNorm, VarBuilder};
+
+use crate::config::{Activation, VisionConfig};
+use crate::transformer::{layer_norm_1e5, Transformer};
+
+/// The ViT image encoder.
+#[derive(Debug, Clone)]
+pub struct VisionTransformer {
+    /// `conv1.weight` [W, 3, P, P] flattened to [W, 3*P*P] and transposed, for the
+    /// patch-embedding product.
+    patch_embed_t: Tensor,
+    class_embedding: Tensor,
+    positional_embedding: Tensor,
+    ln_pre: LayerNorm,
+    transformer: Transformer,
+    ln_post: LayerNorm,
+    proj: Tensor,
+    cfg: VisionConfig,
+}
+
+impl VisionTransformer {
+    /// Loads the tower from `vb` positioned at `visual`.
+    pub fn new(
+        vb: VarBuilder,
+        cfg: &VisionConfig,
+        embed_dim: usize,
+        activation: Activation,
+    ) -> candle_core::Result<Self> {
+        let (w, p) = (cfg.width, cfg.patch_size);
+        if p == 0 || cfg.image_size % p != 0 {
+            candle_core::bail!(
+                "image size {} is not a multiple of the patch size {p}",
+                cfg.image_size
+            );
+        }
+        let grid = cfg.image_size / p;
+        let conv = vb.get((w, 3, p, p), "conv1.weight")?;
+        Ok(Self {
+            patch_embed_t: conv.reshape((w, 3 * p * p))?.t()?.contiguous()?,
+            class_embedding: vb.get(w, "class_embedding")?,
+            positional_embedding: vb.get((grid * grid + 1, w), "positional_embedding")?,
+            ln_pre: layer_norm_1e5(w, vb.pp("ln_pre"))?,
+            transformer: Transformer::new(
+                w,
+                cfg.layers,
+                cfg.heads,
+                cfg.mlp_width,
+                activation,
+                vb.pp("transformer"),
+            )?,
+            ln_post: layer_norm_1e5(w, vb.pp("ln_post"))?,
+            proj: vb.get((w, embed_dim), "proj")?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The input side in pixels.
+    pub fn image_size(&self) -> usize {
+        self.cfg.image_size
+    }
+}
+
+impl Module for VisionTransformer {
+    /// `pixel_values` [B, 3, S, S] (normalised) -> unnormalised embeddings [B, E].
+    fn forward(&self, pixel_values: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, c, h, w) = pixel_values.dims4()?;
+        let (s, p) = (self.cfg.image_size, self.cfg.patch_size);
+        if c != 3 || h != s || w != s {
+            candle_core::bail!("expected pixel values [B, 3, {s}, {s}], got [{b}, {c}, {h}, {w}]");
+        }
+        let g = s / p;
+        // A stride-P convolution with a PxP kernel is a product over non-overlapping patches.
+        let patches = pixel_values
+            .reshape((b, 3, g, p, g, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .reshape((b * g * g, 3 * p * p))?;
+        let x = patches
+            .matmul(&self.patch_embed_t)?
+            .reshape((b, g * g, self.cfg.width))?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, self.cfg.width))?
+            .broadcast_as((b, 1, self.cfg.width))?;
+        let x = Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.positional_embedding)?;
+        let x = self.ln_pre.forward(&x)?;
+        let x = self.transformer.forward(&x, None)?;
+        let pooled = self.ln_post.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
+        pooled.matmul(&self.proj)
+    }
+}

@@ -1,0 +1,110 @@
+//! End-to-end tests of the `nadir` binary as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{ensure, Context, Result};
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The `nadir` binary of the same build profile as this test (`cargo build` puts it next to the
+/// `deps` folder this test runs from).
+fn nadir() -> Result<Command> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(Path::parent).context("target dir")?;
+    let bin = dir.join(format!("nadir{}", std::env::consts::EXE_SUFFIX));
+    ensure!(
+        bin.is_file(),
+        "{} is missing: build the CLI first (`cargo build --workspace --bins`), as scripts/test.sh does",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(root());
+    Ok(cmd)
+}
+
+#[test]
+fn embed_text_prints_a_unit_vector_equal_to_open_clip() -> Result<()> {
+    let model = root().join("clip/tests/fixtures/tiny-quickgelu.pt");
+    let out = nadir()?
+        .args(["embed-text", "dense residential near the coast", "--model"])
+        .arg(&model)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "nadir failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout)?;
+    let lines: Vec<&str> = stdout.lines().collect();
+    ensure!(lines.len() == 1, "one vector per text, got {stdout}");
+    let v: Vec<f32> = serde_json::from_str(lines[0])?;
+    ensure!(v.len() == 32, "dimension {}", v.len());
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    ensure!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+
+    // The same text's reference embedding from open_clip.
+    let texts: Vec<String> = serde_json::from_str(&std::fs::read_to_string(
+        root().join("clip/tests/fixtures/texts.json"),
+    )?)?;
+    let i = texts
+        .iter()
+        .position(|t| t == "dense residential near the coast")
+        .context("text in fixtures")?;
+    let reference = candle_core::safetensors::load(
+        root().join("clip/tests/fixtures/tiny-quickgelu-reference.safetensors"),
+        &candle_core::Device::Cpu,
+    )?;
+    let reference: Vec<Vec<f32>> = reference["text_embeds"].to_vec2()?;
+    let diff = v
+        .iter()
+        .zip(&reference[i])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    ensure!(diff <= 1e-4, "differs from open_clip by {diff}");
+    Ok(())
+}
+
+#[test]
+fn missing_model_file_is_a_clear_error() -> Result<()> {
+    let out = nadir()?
+        .args(["embed-text", "x", "--model", "/nonexistent/weights.pt"])
+        .output()?;
+    ensure!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(err.contains("/nonexistent/weights.pt"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn embed_image_prints_one_vector_per_file() -> Result<()> {
+    let images = root().join("clip/tests/fixtures/images");
+    let out = nadir()?
+        .args([
+            "embed-image",
+            "--model",
+            "clip/tests/fixtures/tiny-gelu.safetensors",
+        ])
+        .arg(images.join("manila_wide.png"))
+        .arg(images.join("dubai_tall.png"))
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "nadir failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout)?;
+    let vs: Vec<Vec<f32>> = stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    ensure!(vs.len() == 2 && vs.iter().all(|v| v.len() == 32));
+    ensure!(vs[0] != vs[1], "two different images gave the same vector");
+    Ok(())
+}
