@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The main job, as far as it exists today: build the CLI and embed texts and real images with a
-# CLIP checkpoint. NADIR_MODEL picks the weights (a file, or remoteclip-vit-b-32 when the hub or a
-# local Hugging Face cache is reachable); the default is the tiny random-weight parity fixture,
-# so the job runs offline but its vectors carry no meaning.
+# The main job, as far as it exists today: fetch the default model's pretrained towers, build the
+# CLI, and embed texts and real aerial images with `nadir-lite`, then rank the images for a query.
+# NADIR_MODEL picks another model (a CLIP weights file, or remoteclip-vit-b-32 when the hub or a
+# local Hugging Face cache is reachable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=${NADIR_MODEL:-clip/tests/fixtures/tiny-quickgelu.pt}
+bash scripts/fetch-models.sh
 cargo build --release --locked --bin nadir
-echo "== text embeddings ($model)"
-./target/release/nadir embed-text --model "$model" "dense residential near the coast" "a harbor with boats" | cut -c1-120
-echo "== image embeddings ($model)"
-./target/release/nadir embed-image --model "$model" clip/tests/fixtures/images/*.png | cut -c1-120
+model=(${NADIR_MODEL:+--model "$NADIR_MODEL"})
+nadir=./target/release/nadir
+echo "== text embeddings (${NADIR_MODEL:-nadir-lite}), first values"
+$nadir embed-text "${model[@]}" "dense residential near the coast" "a harbor with boats" | cut -c1-100
+echo "== images ranked for \"a beach with waves\""
+$nadir rank "${model[@]}" "a beach with waves" clip/tests/fixtures/images/*.png clip/tests/fixtures/images/*.jpg

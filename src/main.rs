@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use nadir_clip::{Activation, ClipConfig, ClipEncoder, ClipSpec, Encoder};
+use nadir_clip::adapter::{Positives, TrainConfig};
+use nadir_clip::registry::{load_encoder, ModelSpec};
+use nadir_clip::training::{align, AlignOptions};
+use nadir_clip::{Activation, ClipConfig, Encoder};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,10 +24,14 @@ struct Cli {
 
 #[derive(clap::Args, Debug, Clone)]
 struct ModelArgs {
-    /// Weights file (open_clip .pt/.safetensors or Hugging Face CLIP .safetensors), or a model
-    /// name: remoteclip-vit-b-32, remoteclip-vit-l-14, openai-vit-b-32.
+    /// Model: nadir-lite (the default, offline), a CLIP name (remoteclip-vit-b-32,
+    /// remoteclip-vit-l-14, openai-vit-b-32) or a CLIP weights file (open_clip .pt/.safetensors or
+    /// Hugging Face CLIP .safetensors).
     #[arg(long, short = 'm')]
-    model: String,
+    model: Option<String>,
+    /// nadir-lite: an adapters file to use instead of the bundled one.
+    #[arg(long)]
+    adapters: Option<PathBuf>,
     /// Model config (open_clip or Hugging Face JSON); default: found next to the weights, or the
     /// named model's preset, or inferred from the weights.
     #[arg(long)]
@@ -58,11 +65,76 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Rank image files by similarity to a text: the smallest search there is.
+    Rank {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The query.
+        query: String,
+        /// Image files.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Train the nadir-lite adapters on UCM-captions (train split; epoch chosen on val) and report
+    /// val retrieval recall and zero-shot accuracy.
+    TrainAdapters(TrainArgs),
     /// Measure throughput and print a table.
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    /// UCM folder with captions.csv and images/.
+    #[arg(long, default_value = "../shared/data/ucm")]
+    ucm: PathBuf,
+    /// Where to write the adapters.
+    #[arg(long, default_value = "clip/assets/nadir-lite/adapters.safetensors")]
+    out: PathBuf,
+    /// Where to write the JSON report (default: next to --out, `.report.json`).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Feature cache folder (default: ~/.cache/nadir/features).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 256)]
+    dim: usize,
+    /// Hidden width of MLP heads (default: linear heads).
+    #[arg(long)]
+    hidden: Option<usize>,
+    #[arg(long, default_value_t = 40)]
+    epochs: usize,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0.07)]
+    temperature: f64,
+    /// Keep the temperature fixed.
+    #[arg(long)]
+    fixed_temperature: bool,
+    /// Which in-batch pairs are positives: pair, same-caption, same-class.
+    #[arg(long, value_enum, default_value = "same-caption")]
+    positives: PositivesArg,
+    /// Dihedral views per training image (1 to 8).
+    #[arg(long, default_value_t = 8)]
+    views: usize,
+    /// Do not add the class prompts ("an aerial photo of {class}." ...) as extra training captions.
+    #[arg(long)]
+    no_prompts: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum PositivesArg {
+    Pair,
+    SameCaption,
+    SameClass,
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,16 +154,17 @@ enum BenchWhat {
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<ClipEncoder> {
-        let spec = ClipSpec {
+    fn load(&self) -> Result<Box<dyn Encoder>> {
+        let spec = ModelSpec {
             model: self.model.clone(),
             config: self.config.clone(),
             activation: self.activation.map(|a| match a {
                 ActivationArg::QuickGelu => Activation::QuickGelu,
                 ActivationArg::Gelu => Activation::Gelu,
             }),
+            adapters: self.adapters.clone(),
         };
-        Ok(ClipEncoder::load(&spec)?)
+        load_encoder(&spec).with_context(|| format!("loading model `{}`", spec.name()))
     }
 }
 
@@ -124,6 +197,27 @@ fn main() -> Result<()> {
                 .collect::<Result<Vec<_>, _>>()?;
             print_vectors(&enc.embed_images(&imgs)?)?;
         }
+        Command::Rank { model, query, images } => {
+            let enc = model.load()?;
+            let q = enc.embed_texts(&[query.as_str()])?;
+            let imgs = images
+                .iter()
+                .map(|p| nadir_clip::load_rgb(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let vs = enc.embed_images(&imgs)?;
+            let mut scored: Vec<(f32, &PathBuf)> = vs
+                .iter()
+                .map(|v| v.iter().zip(&q[0]).map(|(a, b)| a * b).sum::<f32>())
+                .zip(&images)
+                .collect();
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            println!("| rank | score | image |");
+            println!("|---:|---:|---|");
+            for (i, (score, path)) in scored.iter().enumerate() {
+                println!("| {} | {score:.4} | {} |", i + 1, path.display());
+            }
+        }
+        Command::TrainAdapters(a) => train_adapters(a)?,
         Command::Bench {
             what: BenchWhat::Clip { arch, batch, seconds },
         } => {
@@ -138,5 +232,70 @@ fn main() -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn train_adapters(a: TrainArgs) -> Result<()> {
+    let towers = nadir_clip::lite::LiteTowers::load(&nadir_clip::lite::models_dir())?;
+    let cache = a
+        .cache
+        .unwrap_or_else(|| nadir_clip::lite::models_dir().join("../features"));
+    let opts = AlignOptions {
+        ucm_root: a.ucm.clone(),
+        cache_dir: cache,
+        image_views: a.views,
+        prompt_augmentation: !a.no_prompts,
+        train: TrainConfig {
+            dim: a.dim,
+            hidden: a.hidden,
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            lr: a.lr,
+            weight_decay: a.weight_decay,
+            temperature: a.temperature,
+            learn_temperature: !a.fixed_temperature,
+            positives: match a.positives {
+                PositivesArg::Pair => Positives::Pair,
+                PositivesArg::SameCaption => Positives::SameCaption,
+                PositivesArg::SameClass => Positives::SameClass,
+            },
+            seed: a.seed,
+        },
+    };
+    let (adapters, report) = align(&towers, &opts)?;
+    adapters.save(&a.out)?;
+    let report_path = a.report.unwrap_or_else(|| a.out.with_extension("report.json"));
+    std::fs::write(&report_path, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| report_path.display().to_string())?;
+    let pct = |x: f32| format!("{:.2}", 100.0 * x);
+    println!(
+        "adapters: {} (epoch {} of {})",
+        a.out.display(),
+        report.train_report.best_epoch,
+        a.epochs
+    );
+    println!(
+        "val ({} images, {} captions):",
+        report.val_images, report.val_captions
+    );
+    println!("| direction | R@1 | R@5 | R@10 |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| text to image | {} | {} | {} |",
+        pct(report.val.t2i[0]),
+        pct(report.val.t2i[1]),
+        pct(report.val.t2i[2])
+    );
+    println!(
+        "| image to text | {} | {} | {} |",
+        pct(report.val.i2t[0]),
+        pct(report.val.i2t[1]),
+        pct(report.val.i2t[2])
+    );
+    println!("mean recall {}", pct(report.val.mean_recall));
+    for (template, acc) in &report.zero_shot {
+        println!("zero-shot {template:?}: {}", pct(*acc));
+    }
+    println!("report: {}", report_path.display());
     Ok(())
 }

@@ -27,6 +27,8 @@ pub enum Layout {
 pub enum FileFormat {
     /// A zip-format `torch.save` pickle (`.pt`, `.pth`, `.bin`).
     TorchZip,
+    /// A legacy (pre-1.6, non-zip) `torch.save` pickle.
+    LegacyTorch,
     /// A `.safetensors` file.
     Safetensors,
 }
@@ -164,84 +166,76 @@ impl Checkpoint {
         })
     }
 
-    /// A `VarBuilder` over the tensors that remembers which names were read, so that
-    /// [`StrictVarBuilder::finish`] can reject a checkpoint with tensors the model did not use.
-    pub fn var_builder(self, device: &Device) -> StrictVarBuilder {
-        let used = std::sync::Arc::new(Mutex::new(HashSet::new()));
-        let names: Vec<String> = self.tensors.keys().cloned().collect();
-        let backend = Tracked {
-            tensors: self.tensors,
-            used: used.clone(),
-        };
-        StrictVarBuilder {
-            vb: VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone()),
-            names,
-            used,
-            path: self.path,
-        }
+    /// The tensors, by open_clip name, consumed.
+    pub fn into_tensors(self) -> HashMap<String, Tensor> {
+        self.tensors
     }
 }
 
-/// A `VarBuilder` plus the bookkeeping for strict loading (as PyTorch's `strict=True`).
-pub struct StrictVarBuilder {
-    pub vb: VarBuilder<'static>,
-    names: Vec<String>,
-    used: std::sync::Arc<Mutex<HashSet<String>>>,
-    path: PathBuf,
-}
-
-impl std::fmt::Debug for StrictVarBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StrictVarBuilder")
-            .field("path", &self.path)
-            .field("tensors", &self.names.len())
-            .finish_non_exhaustive()
+/// Builds a model from `tensors` strictly, as PyTorch's `load_state_dict(strict=True)`: a tensor
+/// the model asks for that is missing or misshaped is an error (from `build`), and so is a tensor
+/// the model never read unless `ignored` says it may be left over. Errors name `path`.
+pub fn load_strict<M>(
+    path: &Path,
+    tensors: HashMap<String, Tensor>,
+    device: &Device,
+    ignored: fn(&str) -> bool,
+    build: impl FnOnce(VarBuilder) -> candle_core::Result<M>,
+) -> Result<M> {
+    let used = std::sync::Arc::new(Mutex::new(HashSet::new()));
+    let names: Vec<String> = tensors.keys().cloned().collect();
+    let backend = Tracked {
+        tensors,
+        used: used.clone(),
+    };
+    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
+    let model =
+        build(vb).map_err(|e| Error::checkpoint(path, format!("does not fit the configured model: {e}")))?;
+    let used = used
+        .lock()
+        .map_err(|_| Error::checkpoint(path, "tensor bookkeeping poisoned"))?;
+    let mut unused: Vec<&String> = names
+        .iter()
+        .filter(|n| !used.contains(*n) && !ignored(n))
+        .collect();
+    if unused.is_empty() {
+        return Ok(model);
     }
+    unused.sort();
+    let shown: Vec<_> = unused.iter().take(8).collect();
+    Err(Error::checkpoint(
+        path,
+        format!(
+            "{} tensors are not used by the configured model (wrong config?): {shown:?}",
+            unused.len()
+        ),
+    ))
 }
 
-impl StrictVarBuilder {
-    /// Fails when the checkpoint holds tensors the model never read (an architecture mismatch).
-    pub fn finish(self) -> Result<()> {
-        let used = self.used.lock().expect("poisoned");
-        let mut unused: Vec<&String> = self
-            .names
-            .iter()
-            .filter(|n| !used.contains(*n) && !IGNORED.contains(&n.as_str()))
-            .collect();
-        if unused.is_empty() {
-            return Ok(());
-        }
-        unused.sort();
-        let shown: Vec<_> = unused.iter().take(8).collect();
-        Err(Error::checkpoint(
-            &self.path,
-            format!(
-                "{} tensors are not used by the configured model (wrong config?): {shown:?}",
-                unused.len()
-            ),
-        ))
-    }
+/// Tensors a CLIP checkpoint may hold that no encoder needs.
+pub fn clip_ignored(name: &str) -> bool {
+    matches!(
+        name,
+        "logit_scale" | "logit_bias" | "attn_mask" | "visual.attn_mask"
+    )
 }
-
-/// Tensors a checkpoint may hold that no encoder needs.
-const IGNORED: &[&str] = &["logit_scale", "logit_bias", "attn_mask", "visual.attn_mask"];
 
 struct Tracked {
     tensors: HashMap<String, Tensor>,
     used: std::sync::Arc<Mutex<HashSet<String>>>,
 }
 
+/// A tensor map that records which names the model read.
 impl SimpleBackend for Tracked {
     fn get(
         &self,
         s: Shape,
         name: &str,
-        h: candle_nn::Init,
+        _: candle_nn::Init,
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
         let t = self.tensors.get_unchecked(name, dtype, dev)?;
-        let _ = h;
         if t.shape() != &s {
             candle_core::bail!(
                 "tensor `{name}` has shape {:?}, the configured model expects {:?}",
@@ -261,6 +255,12 @@ impl SimpleBackend for Tracked {
     fn contains_tensor(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
+}
+
+/// Reads every tensor of a weights file: a zip `torch.save` pickle, a legacy (pre-1.6) torch
+/// pickle, or `.safetensors`.
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    read_raw(path).map(|(_, t)| t)
 }
 
 fn read_raw(path: &Path) -> Result<(FileFormat, Vec<(String, Tensor)>)> {
@@ -286,16 +286,12 @@ fn read_raw(path: &Path) -> Result<(FileFormat, Vec<(String, Tensor)>)> {
         let tensors = candle_core::safetensors::load(path, &Device::Cpu)
             .map_err(|e| Error::checkpoint(path, format!("cannot read safetensors: {e}")))?;
         Ok((FileFormat::Safetensors, tensors.into_iter().collect()))
-    } else if magic[0] == 0x80 {
-        Err(Error::checkpoint(
-            path,
-            "legacy (pre-1.6, non-zip) torch pickles are not supported: re-save it with \
-             torch.save(torch.load(path), path) or convert it to .safetensors",
-        ))
+    } else if crate::legacy_pickle::is_legacy_pickle(path)? {
+        Ok((FileFormat::LegacyTorch, crate::legacy_pickle::read_all(path)?))
     } else {
         Err(Error::checkpoint(
             path,
-            "unknown checkpoint format (expected a zip torch.save file or .safetensors)",
+            "unknown checkpoint format (expected a torch.save file or .safetensors)",
         ))
     }
 }
@@ -405,13 +401,13 @@ mod tests {
     }
 
     #[test]
-    fn legacy_pickle_is_explained() {
+    fn broken_legacy_pickle_names_the_file() {
         let dir = std::env::temp_dir().join(format!("nadir-clip-legacy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("old.pth");
         std::fs::write(&path, [0x80, 0x02, 0x8a, 0x0a, 0x6c]).unwrap();
         let err = Checkpoint::load(&path).unwrap_err().to_string();
-        assert!(err.contains("legacy") && err.contains("old.pth"), "{err}");
+        assert!(err.contains("old.pth"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,7 +10,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{clip_ignored, load_strict, Checkpoint};
 use crate::config::{Activation, ClipConfig};
 use crate::error::{Error, Result};
 use crate::hub::KnownModel;
@@ -25,6 +25,29 @@ pub struct ModelId {
     pub name: String,
     /// sha256 of the weights file, hex.
     pub sha256: String,
+}
+
+impl ModelId {
+    /// Fails unless `other` is the same model (same name and weights checksum). Vectors of two
+    /// models live in unrelated spaces: comparing them returns confident nonsense.
+    pub fn ensure_same(&self, other: &ModelId) -> Result<()> {
+        if self == other {
+            return Ok(());
+        }
+        Err(Error::InvalidInput(format!(
+            "model mismatch: the index was built with `{}` (sha256 {}), but the query is encoded with `{}` \
+             (sha256 {}); use the index's model (`--model {}`)",
+            self.name,
+            short(&self.sha256),
+            other.name,
+            short(&other.sha256),
+            self.name
+        )))
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..12.min(sha.len())]
 }
 
 /// Something that embeds images and texts into one space.
@@ -106,10 +129,9 @@ impl ClipEncoder {
     pub fn from_checkpoint(checkpoint: Checkpoint, config: ClipConfig, name: String) -> Result<Self> {
         let device = Device::Cpu;
         let weights = checkpoint.path().to_path_buf();
-        let strict = checkpoint.var_builder(&device);
-        let model = Clip::new(strict.vb.clone(), &config)
-            .map_err(|e| Error::checkpoint(&weights, format!("does not fit the configured model: {e}")))?;
-        strict.finish()?;
+        let model = load_strict(&weights, checkpoint.into_tensors(), &device, clip_ignored, |vb| {
+            Clip::new(vb, &config)
+        })?;
         tracing::debug!(?config, weights = %weights.display(), "loaded CLIP model");
         Ok(Self {
             tokenizer: ClipTokenizer::new(config.text.context_length)?,
@@ -235,4 +257,32 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_mismatch_names_both_models() {
+        let a = ModelId {
+            name: "nadir-lite".into(),
+            sha256: "a".repeat(64),
+        };
+        let b = ModelId {
+            name: "remoteclip-vit-b-32".into(),
+            sha256: "b".repeat(64),
+        };
+        assert!(a.ensure_same(&a.clone()).is_ok());
+        let err = a.ensure_same(&b).unwrap_err().to_string();
+        assert!(
+            err.contains("nadir-lite") && err.contains("remoteclip-vit-b-32"),
+            "{err}"
+        );
+        let same_name = ModelId {
+            sha256: "c".repeat(64),
+            ..a.clone()
+        };
+        assert!(a.ensure_same(&same_name).is_err(), "same name, other weights");
+    }
 }

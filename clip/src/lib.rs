@@ -10,18 +10,28 @@
 //! # Ok::<(), nadir_clip::Error>(())
 //! ```
 
+pub mod adapter;
+mod atomic;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod efficientnet;
 pub mod encoder;
 pub mod error;
+pub mod eval;
 pub mod hub;
+pub mod legacy_pickle;
+pub mod lite;
+pub mod minilm;
 pub mod model;
 pub mod preprocess;
+pub mod registry;
 pub mod resample;
 pub mod text;
 pub mod tokenizer;
+pub mod training;
 mod transformer;
+pub mod ucm;
 pub mod vision;
 
 pub use config::{Activation, ClipConfig, TextConfig, VisionConfig};

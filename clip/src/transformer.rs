@@ -167,8 +167,8 @@ pub(crate) fn gather_rows(x: &Tensor, index: &[usize]) -> candle_core::Result<Te
     Tensor::stack(&rows, 0)
 }
 
-/// L2-normalises the last dimension.
+/// L2-normalises the last dimension, as `torch.nn.functional.normalize` (norm clamped to 1e-12).
 pub(crate) fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
     x.broadcast_div(&norm)
 }

@@ -8,6 +8,12 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use nadir_clip::checkpoint::{Checkpoint, FileFormat};
 use nadir_clip::{Activation, ClipConfig, ClipEncoder, ClipSpec, ClipTokenizer, Encoder, Preprocessor};
+#[path = "clip/efficientnet.rs"]
+mod efficientnet;
+#[path = "clip/lite.rs"]
+mod lite;
+#[path = "clip/minilm.rs"]
+mod minilm;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

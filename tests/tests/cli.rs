@@ -108,3 +108,72 @@ fn embed_image_prints_one_vector_per_file() -> Result<()> {
     ensure!(vs[0] != vs[1], "two different images gave the same vector");
     Ok(())
 }
+
+/// `$NADIR_MODELS` or `~/.cache/nadir/models` has the default model's towers.
+fn lite_towers_present(test: &str) -> bool {
+    let dir = nadir_clip::lite::models_dir();
+    let present = dir.join("all-minilm-l6-v2/model.safetensors").is_file()
+        && dir
+            .join("efficientnet-lite0/efficientnet-lite0-57934424.pth")
+            .is_file();
+    if !present {
+        eprintln!(
+            "{test} skipped: nadir-lite towers missing from {} (run scripts/fetch-models.sh)",
+            dir.display()
+        );
+    }
+    present
+}
+
+#[test]
+fn default_model_is_nadir_lite() -> Result<()> {
+    if !lite_towers_present("default_model_is_nadir_lite") {
+        return Ok(());
+    }
+    let out = nadir()?
+        .args(["embed-text", "dense residential near the coast"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "nadir failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Vec<f32> = serde_json::from_str(String::from_utf8(out.stdout)?.trim())?;
+    ensure!(v.len() == 256, "nadir-lite has 256 dimensions, got {}", v.len());
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    ensure!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    Ok(())
+}
+
+/// A text query ranks real aerial images: the beach scene comes first for a beach query, the
+/// harbour scene for a harbour query.
+#[test]
+fn rank_finds_the_matching_scene() -> Result<()> {
+    if !lite_towers_present("rank_finds_the_matching_scene") {
+        return Ok(());
+    }
+    let images = root().join("clip/tests/fixtures/images");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&images)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "png" || e == "jpg"));
+    files.sort();
+    for (query, expected) in [
+        ("a beach with waves", "ucm_beach.png"),
+        ("many boats in a harbor", "ucm_harbor00.jpg"),
+    ] {
+        let out = nadir()?.arg("rank").arg(query).args(&files).output()?;
+        ensure!(
+            out.status.success(),
+            "nadir failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout)?;
+        let first = stdout.lines().nth(2).context("a first result row")?;
+        ensure!(
+            first.contains(expected),
+            "{query:?}: expected {expected} first, got\n{stdout}"
+        );
+    }
+    Ok(())
+}

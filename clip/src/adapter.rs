@@ -1,0 +1,551 @@
+//! Adapters: the small projection heads that map the two frozen `nadir-lite` towers (a sentence
+//! encoder and an ImageNet CNN) into one shared space, their safetensors file, and their
+//! training with a symmetric contrastive (CLIP) loss.
+//!
+//! Each head standardises its input with statistics of the training features, then applies a
+//! linear map or a two-layer MLP (GELU); outputs are L2-normalised. Training is deterministic for
+//! a seed: weights are drawn from a seeded generator and batches from a seeded shuffle.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_nn::{Linear, Optimizer};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_distr::Distribution;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::eval::{retrieval_metrics, RetrievalMetrics};
+use crate::transformer::l2_normalize;
+
+/// Shape of the two heads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterConfig {
+    pub image_in: usize,
+    pub text_in: usize,
+    /// The shared embedding dimension.
+    pub dim: usize,
+    /// Hidden width of a two-layer MLP head; `None` for a linear head.
+    pub hidden: Option<usize>,
+}
+
+/// One projection head.
+#[derive(Debug, Clone)]
+pub struct Head {
+    mean: Tensor,
+    inv_std: Tensor,
+    layers: Vec<Linear>,
+}
+
+impl Head {
+    fn from_tensors(prefix: &str, t: &HashMap<String, Tensor>, hidden: bool) -> Result<Self> {
+        let get = |name: &str| {
+            t.get(&format!("{prefix}.{name}"))
+                .cloned()
+                .ok_or_else(|| Error::InvalidInput(format!("adapter tensor `{prefix}.{name}` is missing")))
+        };
+        let mut layers = vec![Linear::new(get("fc1.weight")?, Some(get("fc1.bias")?))];
+        if hidden {
+            layers.push(Linear::new(get("fc2.weight")?, Some(get("fc2.bias")?)));
+        }
+        Ok(Self {
+            mean: get("mean")?,
+            inv_std: get("inv_std")?,
+            layers,
+        })
+    }
+
+    fn tensors(&self, prefix: &str, out: &mut HashMap<String, Tensor>) {
+        out.insert(format!("{prefix}.mean"), self.mean.clone());
+        out.insert(format!("{prefix}.inv_std"), self.inv_std.clone());
+        for (i, l) in self.layers.iter().enumerate() {
+            out.insert(format!("{prefix}.fc{}.weight", i + 1), l.weight().clone());
+            if let Some(b) = l.bias() {
+                out.insert(format!("{prefix}.fc{}.bias", i + 1), b.clone());
+            }
+        }
+    }
+}
+
+impl Module for Head {
+    /// Features [N, in] -> L2-normalised embeddings [N, dim].
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut h = x.broadcast_sub(&self.mean)?.broadcast_mul(&self.inv_std)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            if i > 0 {
+                h = h.gelu_erf()?;
+            }
+            h = l.forward(&h)?;
+        }
+        l2_normalize(&h)
+    }
+}
+
+/// The image and text heads plus the learned temperature.
+#[derive(Debug, Clone)]
+pub struct Adapters {
+    pub config: AdapterConfig,
+    pub image: Head,
+    pub text: Head,
+    /// `exp(logit_scale)` multiplies cosine similarities in the contrastive loss.
+    pub logit_scale: f32,
+}
+
+impl Adapters {
+    /// Reads an adapters file written by [`Adapters::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses the bytes of an adapters file (`path` names it in errors).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let bad = |m: String| Error::checkpoint(path, m);
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let cfg_json = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("config").cloned())
+            .ok_or_else(|| bad("no `config` in the metadata: not a nadir adapters file".into()))?;
+        let config: AdapterConfig = serde_json::from_str(&cfg_json).map_err(|e| bad(e.to_string()))?;
+        let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
+        let hidden = config.hidden.is_some();
+        let logit_scale = tensors
+            .get("logit_scale")
+            .ok_or_else(|| bad("missing `logit_scale`".into()))?
+            .flatten_all()?
+            .to_vec1::<f32>()?[0];
+        Ok(Self {
+            image: Head::from_tensors("image", &tensors, hidden).map_err(|e| bad(e.to_string()))?,
+            text: Head::from_tensors("text", &tensors, hidden).map_err(|e| bad(e.to_string()))?,
+            config,
+            logit_scale,
+        })
+    }
+
+    /// Writes the heads atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut t = HashMap::new();
+        self.image.tensors("image", &mut t);
+        self.text.tensors("text", &mut t);
+        t.insert(
+            "logit_scale".into(),
+            Tensor::new(&[self.logit_scale], &Device::Cpu)?,
+        );
+        let meta = HashMap::from([(
+            "config".to_string(),
+            serde_json::to_string(&self.config).map_err(|e| Error::InvalidInput(e.to_string()))?,
+        )]);
+        let bytes = safetensors::serialize(
+            t.iter()
+                .map(|(k, v)| (k.clone(), TensorView(v)))
+                .collect::<Vec<_>>(),
+            Some(meta),
+        )
+        .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        crate::atomic::write(path, &bytes)
+    }
+}
+
+/// Adapts a contiguous f32 candle tensor to safetensors' `View`.
+struct TensorView<'a>(&'a Tensor);
+
+impl safetensors::View for TensorView<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        self.0.dims()
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        let v: Vec<f32> = self.0.flatten_all().and_then(|t| t.to_vec1()).unwrap_or_default();
+        std::borrow::Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.0.elem_count() * 4
+    }
+}
+
+/// Paired features of one split: images, captions, and which image each caption describes.
+#[derive(Debug, Clone)]
+pub struct PairedFeatures {
+    /// [N_images, image_in]
+    pub images: Tensor,
+    /// [N_texts, text_in]
+    pub texts: Tensor,
+    /// For each text, the row of its image.
+    pub text_image: Vec<usize>,
+    /// For each text, its string (identical captions are positives of each other).
+    pub text_strings: Vec<String>,
+    /// Class of each image (for the optional class-aware positives and for zero-shot tests).
+    pub image_class: Vec<usize>,
+    /// Augmented views per image: `images` holds `views` blocks of `image_class.len()` rows
+    /// (view-major, view 0 first); training draws one view per caption per epoch, evaluation uses
+    /// view 0.
+    pub views: usize,
+}
+
+/// Which pairs in a batch count as positives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Positives {
+    /// A caption and its own image only (plain CLIP).
+    Pair,
+    /// Also any pair whose captions are the same string (UCM-captions repeats captions across
+    /// images).
+    #[default]
+    SameCaption,
+    /// Also any two items of the same class.
+    SameClass,
+}
+
+/// Training hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub dim: usize,
+    pub hidden: Option<usize>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Initial temperature; `exp(logit_scale) = 1 / temperature`.
+    pub temperature: f64,
+    pub learn_temperature: bool,
+    pub positives: Positives,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            dim: 256,
+            hidden: None,
+            epochs: 60,
+            batch_size: 256,
+            lr: 1e-3,
+            weight_decay: 0.05,
+            temperature: 0.07,
+            learn_temperature: true,
+            positives: Positives::SameCaption,
+            seed: 0,
+        }
+    }
+}
+
+/// What training reports: the chosen epoch and its validation metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub best_epoch: usize,
+    pub val: RetrievalMetrics,
+    pub final_loss: f32,
+}
+
+struct TrainableHead {
+    mean: Tensor,
+    inv_std: Tensor,
+    vars: Vec<(Var, Var)>,
+}
+
+impl TrainableHead {
+    fn new(features: &Tensor, cfg: &TrainConfig, rng: &mut rand::rngs::StdRng) -> Result<Self> {
+        let mean = features.mean_keepdim(0)?;
+        let var = features.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
+        let inv_std = (var + 1e-6)?.sqrt()?.recip()?;
+        let d_in = features.dim(1)?;
+        let mut dims = vec![d_in];
+        dims.extend(cfg.hidden);
+        dims.push(cfg.dim);
+        let vars = dims
+            .windows(2)
+            .map(|w| {
+                let (i, o) = (w[0], w[1]);
+                let std = (1.0 / i as f64).sqrt() as f32;
+                let normal =
+                    rand_distr::Normal::new(0.0f32, std).map_err(|e| Error::InvalidInput(e.to_string()))?;
+                let data: Vec<f32> = (0..i * o).map(|_| normal.sample(rng)).collect();
+                let w = Var::from_tensor(&Tensor::from_vec(data, (o, i), &Device::Cpu)?)?;
+                let b = Var::from_tensor(&Tensor::zeros(o, DType::F32, &Device::Cpu)?)?;
+                Ok((w, b))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { mean, inv_std, vars })
+    }
+
+    fn head(&self) -> Head {
+        Head {
+            mean: self.mean.clone(),
+            inv_std: self.inv_std.clone(),
+            layers: self
+                .vars
+                .iter()
+                .map(|(w, b)| Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone())))
+                .collect(),
+        }
+    }
+
+    /// A copy of the current weights that later optimizer steps do not change (a `Var`'s tensor
+    /// is updated in place).
+    fn snapshot(&self) -> Result<Head> {
+        Ok(Head {
+            mean: self.mean.clone(),
+            inv_std: self.inv_std.clone(),
+            layers: self
+                .vars
+                .iter()
+                .map(|(w, b)| Ok(Linear::new(w.as_tensor().copy()?, Some(b.as_tensor().copy()?))))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    fn params(&self) -> Vec<Var> {
+        self.vars
+            .iter()
+            .flat_map(|(w, b)| [w.clone(), b.clone()])
+            .collect()
+    }
+}
+
+/// Trains both heads on `train`, choosing the epoch with the best validation mean recall.
+pub fn train(
+    train: &PairedFeatures,
+    val: &PairedFeatures,
+    cfg: &TrainConfig,
+) -> Result<(Adapters, TrainReport)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let img_head = TrainableHead::new(&train.images, cfg, &mut rng)?;
+    let txt_head = TrainableHead::new(&train.texts, cfg, &mut rng)?;
+    let logit_scale = Var::new(&[(1.0 / cfg.temperature).ln() as f32], &Device::Cpu)?;
+    let mut params = img_head.params();
+    params.extend(txt_head.params());
+    if cfg.learn_temperature {
+        params.push(logit_scale.clone());
+    }
+    let mut opt = candle_nn::AdamW::new(
+        params,
+        candle_nn::ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let config = AdapterConfig {
+        image_in: train.images.dim(1)?,
+        text_in: train.texts.dim(1)?,
+        dim: cfg.dim,
+        hidden: cfg.hidden,
+    };
+    let snapshot = |ls: &Var| -> Result<Adapters> {
+        Ok(Adapters {
+            config: config.clone(),
+            image: img_head.snapshot()?,
+            text: txt_head.snapshot()?,
+            logit_scale: ls.as_tensor().to_vec1::<f32>()?[0],
+        })
+    };
+    let mut order: Vec<usize> = (0..train.text_image.len()).collect();
+    let mut best: Option<(f32, usize, Adapters, RetrievalMetrics)> = None;
+    let mut final_loss = f32::NAN;
+    for epoch in 0..cfg.epochs {
+        order.shuffle(&mut rng);
+        let mut loss_sum = 0.0;
+        let mut batches = 0;
+        for batch in order.chunks(cfg.batch_size) {
+            if batch.len() < 2 {
+                continue;
+            }
+            let n_img = train.image_class.len();
+            let img_rows: Vec<u32> = batch
+                .iter()
+                .map(|&t| {
+                    let v = if train.views > 1 {
+                        rng.random_range(0..train.views)
+                    } else {
+                        0
+                    };
+                    (v * n_img + train.text_image[t]) as u32
+                })
+                .collect();
+            let txt_rows: Vec<u32> = batch.iter().map(|&t| t as u32).collect();
+            let imgs = train
+                .images
+                .index_select(&Tensor::new(img_rows.as_slice(), &Device::Cpu)?, 0)?;
+            let txts = train
+                .texts
+                .index_select(&Tensor::new(txt_rows.as_slice(), &Device::Cpu)?, 0)?;
+            let zi = img_head.head().forward(&imgs)?;
+            let zt = txt_head.head().forward(&txts)?;
+            let logits = zi
+                .matmul(&zt.t()?)?
+                .broadcast_mul(&logit_scale.as_tensor().clamp(0.0, 4.6052)?.exp()?)?;
+            let targets = positive_targets(train, batch, cfg.positives)?;
+            let loss = ((soft_cross_entropy(&logits, &targets)?
+                + soft_cross_entropy(&logits.t()?, &targets.t()?)?)?
+                * 0.5)?;
+            opt.backward_step(&loss)?;
+            loss_sum += loss.to_scalar::<f32>()?;
+            batches += 1;
+        }
+        final_loss = loss_sum / batches.max(1) as f32;
+        let adapters = snapshot(&logit_scale)?;
+        let m = evaluate(&adapters, val)?;
+        tracing::info!(
+            epoch,
+            loss = final_loss,
+            mean_recall = m.mean_recall,
+            "adapter epoch"
+        );
+        if best.as_ref().is_none_or(|b| m.mean_recall > b.0) {
+            best = Some((m.mean_recall, epoch, adapters, m));
+        }
+    }
+    let (_, best_epoch, adapters, val_metrics) =
+        best.ok_or_else(|| Error::InvalidInput("no training epoch ran (epochs = 0?)".into()))?;
+    Ok((
+        adapters,
+        TrainReport {
+            best_epoch,
+            val: val_metrics,
+            final_loss,
+        },
+    ))
+}
+
+/// Retrieval metrics of `adapters` on a split.
+pub fn evaluate(adapters: &Adapters, split: &PairedFeatures) -> Result<RetrievalMetrics> {
+    let zi = adapters
+        .image
+        .forward(&split.images.narrow(0, 0, split.image_class.len())?)?;
+    let zt = adapters.text.forward(&split.texts)?;
+    let scores: Vec<Vec<f32>> = zt.matmul(&zi.t()?)?.to_vec2()?;
+    Ok(retrieval_metrics(&scores, &split.text_image))
+}
+
+/// Row-normalised target matrix [B, B]: 1 where text `batch[i]` and the image of `batch[j]` match.
+fn positive_targets(data: &PairedFeatures, batch: &[usize], rule: Positives) -> Result<Tensor> {
+    let n = batch.len();
+    let mut t = vec![0f32; n * n];
+    for (i, &a) in batch.iter().enumerate() {
+        for (j, &b) in batch.iter().enumerate() {
+            let (ia, ib) = (data.text_image[a], data.text_image[b]);
+            let pos = ia == ib
+                || match rule {
+                    Positives::Pair => false,
+                    Positives::SameCaption => data.text_strings[a] == data.text_strings[b],
+                    Positives::SameClass => data.image_class[ia] == data.image_class[ib],
+                };
+            if pos {
+                t[i * n + j] = 1.0;
+            }
+        }
+    }
+    let t = Tensor::from_vec(t, (n, n), &Device::Cpu)?;
+    Ok(t.broadcast_div(&t.sum_keepdim(1)?)?)
+}
+
+/// Cross-entropy against soft targets, averaged over rows.
+fn soft_cross_entropy(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    (targets * logp)?.sum(D::Minus1)?.mean_all()?.neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two synthetic "modalities" that are random linear images of shared latent classes: the
+    /// heads must learn to align them far above chance.
+    fn synthetic(n_img: usize, seed: u64) -> PairedFeatures {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let normal = rand_distr::Normal::new(0.0f32, 1.0).unwrap();
+        let latent = 8;
+        let mut proj = |d: usize| {
+            (0..latent * d)
+                .map(|_| normal.sample(&mut rng))
+                .collect::<Vec<_>>()
+        };
+        let (pi, pt) = (proj(40), proj(24));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 1);
+        let mut images = Vec::new();
+        let mut texts = Vec::new();
+        let mut text_image = Vec::new();
+        for i in 0..n_img {
+            let z: Vec<f32> = (0..latent).map(|_| normal.sample(&mut rng)).collect();
+            let map = |p: &[f32], d: usize, rng: &mut rand::rngs::StdRng| {
+                (0..d)
+                    .map(|k| (0..latent).map(|l| z[l] * p[l * d + k]).sum::<f32>() + 0.1 * normal.sample(rng))
+                    .collect::<Vec<f32>>()
+            };
+            images.extend(map(&pi, 40, &mut rng));
+            for _ in 0..2 {
+                texts.extend(map(&pt, 24, &mut rng));
+                text_image.push(i);
+            }
+        }
+        PairedFeatures {
+            images: Tensor::from_vec(images, (n_img, 40), &Device::Cpu).unwrap(),
+            texts: Tensor::from_vec(texts, (2 * n_img, 24), &Device::Cpu).unwrap(),
+            text_strings: (0..2 * n_img).map(|i| i.to_string()).collect(),
+            text_image,
+            image_class: vec![0; n_img],
+            views: 1,
+        }
+    }
+
+    #[test]
+    fn snapshots_do_not_follow_later_optimizer_steps() -> Result<()> {
+        let data = synthetic(20, 3);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let head = TrainableHead::new(&data.images, &TrainConfig::default(), &mut rng)?;
+        let before = head.snapshot()?;
+        let w0: Vec<Vec<f32>> = before.layers[0].weight().to_vec2()?;
+        let mut opt = candle_nn::SGD::new(head.params(), 0.5)?;
+        let loss = head.head().forward(&data.images)?.sum_all()?;
+        opt.backward_step(&loss)?;
+        assert_eq!(
+            before.layers[0].weight().to_vec2::<f32>()?,
+            w0,
+            "snapshot changed"
+        );
+        assert_ne!(
+            head.head().layers[0].weight().to_vec2::<f32>()?,
+            w0,
+            "the step did nothing"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn learns_an_alignment_and_round_trips_through_a_file() -> Result<()> {
+        let (train_set, val_set) = (synthetic(300, 1), synthetic(60, 1));
+        let cfg = TrainConfig {
+            dim: 16,
+            epochs: 40,
+            batch_size: 64,
+            lr: 1e-2,
+            ..Default::default()
+        };
+        let (adapters, report) = train(&train_set, &val_set, &cfg)?;
+        // Chance R@1 is 1/60.
+        assert!(report.val.t2i[0] > 0.5, "{:?}", report.val);
+
+        let dir = std::env::temp_dir().join(format!("nadir-adapters-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join("a.safetensors");
+        adapters.save(&path)?;
+        let back = Adapters::load(&path)?;
+        assert_eq!(back.config, adapters.config);
+        let again = evaluate(&back, &val_set)?;
+        assert_eq!(again, report.val);
+        std::fs::remove_dir_all(&dir).ok();
+
+        // The returned adapters are the chosen epoch's, not the last epoch's.
+        assert_eq!(evaluate(&adapters, &val_set)?, report.val);
+
+        // Same seed, same result.
+        let (_, report2) = train(&train_set, &val_set, &cfg)?;
+        assert_eq!(report2.val, report.val);
+        Ok(())
+    }
+}

@@ -1,0 +1,48 @@
+//! Choosing an encoder from what the user typed: the one place that knows every model family.
+//! No model named means `nadir-lite`, the offline default.
+
+use std::path::PathBuf;
+
+use crate::config::Activation;
+use crate::encoder::{ClipEncoder, ClipSpec, Encoder};
+use crate::error::Result;
+use crate::lite::{models_dir, NadirLite, NADIR_LITE};
+
+/// A model choice.
+#[derive(Debug, Clone, Default)]
+pub struct ModelSpec {
+    /// `nadir-lite` (default), a known CLIP name, or a CLIP weights file.
+    pub model: Option<String>,
+    /// CLIP: a config file overriding the one found next to the weights.
+    pub config: Option<PathBuf>,
+    /// CLIP: overrides the activation.
+    pub activation: Option<Activation>,
+    /// nadir-lite: an adapters file instead of the bundled one.
+    pub adapters: Option<PathBuf>,
+}
+
+impl ModelSpec {
+    /// The name this spec resolves to, for messages.
+    pub fn name(&self) -> &str {
+        self.model.as_deref().unwrap_or(NADIR_LITE)
+    }
+}
+
+/// Loads the encoder a spec names.
+pub fn load_encoder(spec: &ModelSpec) -> Result<Box<dyn Encoder>> {
+    match spec.model.as_deref() {
+        None => Ok(Box::new(NadirLite::load(
+            &models_dir(),
+            spec.adapters.as_deref(),
+        )?)),
+        Some(name) if name.eq_ignore_ascii_case(NADIR_LITE) => Ok(Box::new(NadirLite::load(
+            &models_dir(),
+            spec.adapters.as_deref(),
+        )?)),
+        Some(model) => Ok(Box::new(ClipEncoder::load(&ClipSpec {
+            model: model.to_string(),
+            config: spec.config.clone(),
+            activation: spec.activation,
+        })?)),
+    }
+}
