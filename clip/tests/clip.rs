@@ -37,6 +37,29 @@ fn max_abs_diff(a: &[Vec<f32>], b: &Tensor) -> Result<f32> {
     Ok(worst)
 }
 
+/// Tokenizes every `(text, expected ids)` case and fails listing the first mismatches.
+fn assert_same_tokens<'a>(
+    cases: impl Iterator<Item = (&'a str, &'a [u32])>,
+    tokenize: impl Fn(&str) -> Result<Vec<u32>>,
+) -> Result<()> {
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for (text, want) in cases {
+        n += 1;
+        let got = tokenize(text)?;
+        if got != want {
+            failures.push(format!("{text:?}\n  want {want:?}\n  got  {got:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {n} differ:\n{}",
+        failures.len(),
+        failures.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+    Ok(())
+}
+
 fn texts() -> Result<Vec<String>> {
     Ok(serde_json::from_str(&std::fs::read_to_string(
         fixtures().join("texts.json"),
@@ -67,23 +90,9 @@ mod tokenizer {
             serde_json::from_str(&std::fs::read_to_string(fixtures().join("tokenizer_cases.json"))?)?;
         assert!(cases.len() >= 500, "only {} cases", cases.len());
         let tok = ClipTokenizer::new(77)?;
-        let mut failures = Vec::new();
-        for case in &cases {
-            let got = tok.tokenize(&case.text)?;
-            if got != case.ids {
-                failures.push(format!(
-                    "{:?}\n  want {:?}\n  got  {:?}",
-                    case.text, case.ids, got
-                ));
-            }
-        }
-        assert!(
-            failures.is_empty(),
-            "{} of {} differ:\n{}",
-            failures.len(),
-            cases.len(),
-            failures.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
-        );
+        assert_same_tokens(cases.iter().map(|c| (c.text.as_str(), c.ids.as_slice())), |t| {
+            Ok(tok.tokenize(t)?)
+        })?;
         Ok(())
     }
 }

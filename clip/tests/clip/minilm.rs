@@ -70,23 +70,13 @@ fn token_ids_match_sentence_transformers() -> Result<()> {
         reference.cases.iter().any(|c| c.ids.len() == MAX_SEQ_LENGTH),
         "the fixture must exercise truncation"
     );
-    let mut failures = Vec::new();
-    for case in &reference.cases {
-        let got = enc.tokenize(&case.text)?;
-        if got != case.ids {
-            failures.push(format!(
-                "{:?}\n  want {:?}\n  got  {:?}",
-                case.text, case.ids, got
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} differ:\n{}",
-        failures.len(),
-        reference.cases.len(),
-        failures.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
-    );
+    assert_same_tokens(
+        reference
+            .cases
+            .iter()
+            .map(|c| (c.text.as_str(), c.ids.as_slice())),
+        |t| Ok(enc.tokenize(t)?),
+    )?;
     Ok(())
 }
 
