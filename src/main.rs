@@ -128,6 +128,9 @@ struct TrainArgs {
     /// Do not add the class prompts ("an aerial photo of {class}." ...) as extra training captions.
     #[arg(long)]
     no_prompts: bool,
+    /// Also fine-tune the image tower's last layer (1x1 head convolution).
+    #[arg(long)]
+    unfreeze_head: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -245,6 +248,7 @@ fn train_adapters(a: TrainArgs) -> Result<()> {
         cache_dir: cache,
         image_views: a.views,
         prompt_augmentation: !a.no_prompts,
+        unfreeze_head: a.unfreeze_head,
         train: TrainConfig {
             dim: a.dim,
             hidden: a.hidden,

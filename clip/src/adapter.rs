@@ -29,18 +29,65 @@ pub struct AdapterConfig {
     pub dim: usize,
     /// Hidden width of a two-layer MLP head; `None` for a linear head.
     pub hidden: Option<usize>,
+    /// The image head also holds a trained copy of the image tower's last layer (a pointwise
+    /// convolution, ReLU6, average pooling): its input is then the tower's trunk output,
+    /// `positions` x `channels` values per image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pre: Option<PreConfig>,
+}
+
+/// Shape of a trained pointwise layer in front of the image head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreConfig {
+    /// Spatial positions per image (7 x 7 at 224 px).
+    pub positions: usize,
+    /// Input channels (320 for EfficientNet-Lite0).
+    pub channels: usize,
+    /// Output channels (1280).
+    pub out: usize,
+}
+
+/// A pointwise layer + ReLU6 + average pooling, `[N, P*C] -> [N, out]`.
+#[derive(Debug, Clone)]
+struct Pre {
+    cfg: PreConfig,
+    weight_t: Tensor,
+    bias: Tensor,
+}
+
+impl Pre {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let PreConfig {
+            positions,
+            channels,
+            out,
+        } = self.cfg;
+        let n = x.dim(0)?;
+        x.reshape((n * positions, channels))?
+            .matmul(&self.weight_t)?
+            .broadcast_add(&self.bias)?
+            .clamp(0f32, 6f32)?
+            .reshape((n, positions, out))?
+            .mean(1)
+    }
 }
 
 /// One projection head.
 #[derive(Debug, Clone)]
 pub struct Head {
+    pre: Option<Pre>,
     mean: Tensor,
     inv_std: Tensor,
     layers: Vec<Linear>,
 }
 
 impl Head {
-    fn from_tensors(prefix: &str, t: &HashMap<String, Tensor>, hidden: bool) -> Result<Self> {
+    fn from_tensors(
+        prefix: &str,
+        t: &HashMap<String, Tensor>,
+        hidden: bool,
+        pre: Option<PreConfig>,
+    ) -> Result<Self> {
         let get = |name: &str| {
             t.get(&format!("{prefix}.{name}"))
                 .cloned()
@@ -50,14 +97,32 @@ impl Head {
         if hidden {
             layers.push(Linear::new(get("fc2.weight")?, Some(get("fc2.bias")?)));
         }
+        let pre = match pre {
+            Some(cfg) => Some(Pre {
+                cfg,
+                weight_t: get("pre.weight_t")?,
+                bias: get("pre.bias")?,
+            }),
+            None => None,
+        };
         Ok(Self {
+            pre,
             mean: get("mean")?,
             inv_std: get("inv_std")?,
             layers,
         })
     }
 
+    /// Whether this head expects trunk features (see [`AdapterConfig::image_pre`]).
+    pub fn has_pre(&self) -> bool {
+        self.pre.is_some()
+    }
+
     fn tensors(&self, prefix: &str, out: &mut HashMap<String, Tensor>) {
+        if let Some(pre) = &self.pre {
+            out.insert(format!("{prefix}.pre.weight_t"), pre.weight_t.clone());
+            out.insert(format!("{prefix}.pre.bias"), pre.bias.clone());
+        }
         out.insert(format!("{prefix}.mean"), self.mean.clone());
         out.insert(format!("{prefix}.inv_std"), self.inv_std.clone());
         for (i, l) in self.layers.iter().enumerate() {
@@ -72,6 +137,14 @@ impl Head {
 impl Module for Head {
     /// Features [N, in] -> L2-normalised embeddings [N, dim].
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let pooled;
+        let x = match &self.pre {
+            Some(pre) => {
+                pooled = pre.forward(x)?;
+                &pooled
+            }
+            None => x,
+        };
         let mut h = x.broadcast_sub(&self.mean)?.broadcast_mul(&self.inv_std)?;
         for (i, l) in self.layers.iter().enumerate() {
             if i > 0 {
@@ -118,8 +191,9 @@ impl Adapters {
             .flatten_all()?
             .to_vec1::<f32>()?[0];
         Ok(Self {
-            image: Head::from_tensors("image", &tensors, hidden).map_err(|e| bad(e.to_string()))?,
-            text: Head::from_tensors("text", &tensors, hidden).map_err(|e| bad(e.to_string()))?,
+            image: Head::from_tensors("image", &tensors, hidden, config.image_pre)
+                .map_err(|e| bad(e.to_string()))?,
+            text: Head::from_tensors("text", &tensors, hidden, None).map_err(|e| bad(e.to_string()))?,
             config,
             logit_scale,
         })
@@ -238,13 +312,39 @@ pub struct TrainReport {
 }
 
 struct TrainableHead {
+    pre: Option<(PreConfig, Var, Var)>,
     mean: Tensor,
     inv_std: Tensor,
     vars: Vec<(Var, Var)>,
 }
 
 impl TrainableHead {
-    fn new(features: &Tensor, cfg: &TrainConfig, rng: &mut rand::rngs::StdRng) -> Result<Self> {
+    fn new(
+        features: &Tensor,
+        cfg: &TrainConfig,
+        rng: &mut rand::rngs::StdRng,
+        pre: Option<PreInit>,
+    ) -> Result<Self> {
+        let (pre, features) = match pre {
+            Some(p) => {
+                let frozen = Pre {
+                    cfg: p.cfg,
+                    weight_t: p.weight_t.clone(),
+                    bias: p.bias.clone(),
+                };
+                // Standardisation statistics of the pretrained layer's pooled output, in chunks.
+                let n = features.dim(0)?;
+                let parts = (0..n)
+                    .step_by(512)
+                    .map(|i| frozen.forward(&features.narrow(0, i, 512.min(n - i))?))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                let pooled = Tensor::cat(&parts, 0)?;
+                let pre = (p.cfg, Var::from_tensor(&p.weight_t)?, Var::from_tensor(&p.bias)?);
+                (Some(pre), pooled)
+            }
+            None => (None, features.clone()),
+        };
+        let features = &features;
         let mean = features.mean_keepdim(0)?;
         let var = features.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
         let inv_std = (var + 1e-6)?.sqrt()?.recip()?;
@@ -265,11 +365,21 @@ impl TrainableHead {
                 Ok((w, b))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { mean, inv_std, vars })
+        Ok(Self {
+            pre,
+            mean,
+            inv_std,
+            vars,
+        })
     }
 
     fn head(&self) -> Head {
         Head {
+            pre: self.pre.as_ref().map(|(cfg, w, b)| Pre {
+                cfg: *cfg,
+                weight_t: w.as_tensor().clone(),
+                bias: b.as_tensor().clone(),
+            }),
             mean: self.mean.clone(),
             inv_std: self.inv_std.clone(),
             layers: self
@@ -283,7 +393,16 @@ impl TrainableHead {
     /// A copy of the current weights that later optimizer steps do not change (a `Var`'s tensor
     /// is updated in place).
     fn snapshot(&self) -> Result<Head> {
+        let pre = match &self.pre {
+            Some((cfg, w, b)) => Some(Pre {
+                cfg: *cfg,
+                weight_t: w.as_tensor().copy()?,
+                bias: b.as_tensor().copy()?,
+            }),
+            None => None,
+        };
         Ok(Head {
+            pre,
             mean: self.mean.clone(),
             inv_std: self.inv_std.clone(),
             layers: self
@@ -295,11 +414,27 @@ impl TrainableHead {
     }
 
     fn params(&self) -> Vec<Var> {
-        self.vars
+        let mut p: Vec<Var> = self
+            .vars
             .iter()
             .flat_map(|(w, b)| [w.clone(), b.clone()])
-            .collect()
+            .collect();
+        if let Some((_, w, b)) = &self.pre {
+            p.push(w.clone());
+            p.push(b.clone());
+        }
+        p
     }
+}
+
+/// The pretrained pointwise layer that [`train_with`] fine-tunes in front of the image head.
+#[derive(Debug, Clone)]
+pub struct PreInit {
+    pub cfg: PreConfig,
+    /// [channels, out]
+    pub weight_t: Tensor,
+    /// [out]
+    pub bias: Tensor,
 }
 
 /// Trains both heads on `train`, choosing the epoch with the best validation mean recall.
@@ -308,9 +443,21 @@ pub fn train(
     val: &PairedFeatures,
     cfg: &TrainConfig,
 ) -> Result<(Adapters, TrainReport)> {
+    train_with(train, val, cfg, None)
+}
+
+/// [`train`], optionally also fine-tuning the image tower's last layer (`pre`); the image
+/// features are then the tower's trunk outputs.
+pub fn train_with(
+    train: &PairedFeatures,
+    val: &PairedFeatures,
+    cfg: &TrainConfig,
+    pre: Option<PreInit>,
+) -> Result<(Adapters, TrainReport)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-    let img_head = TrainableHead::new(&train.images, cfg, &mut rng)?;
-    let txt_head = TrainableHead::new(&train.texts, cfg, &mut rng)?;
+    let image_pre = pre.as_ref().map(|p| p.cfg);
+    let img_head = TrainableHead::new(&train.images, cfg, &mut rng, pre)?;
+    let txt_head = TrainableHead::new(&train.texts, cfg, &mut rng, None)?;
     let logit_scale = Var::new(&[(1.0 / cfg.temperature).ln() as f32], &Device::Cpu)?;
     let mut params = img_head.params();
     params.extend(txt_head.params());
@@ -326,10 +473,11 @@ pub fn train(
         },
     )?;
     let config = AdapterConfig {
-        image_in: train.images.dim(1)?,
+        image_in: img_head.mean.dim(1)?,
         text_in: train.texts.dim(1)?,
         dim: cfg.dim,
         hidden: cfg.hidden,
+        image_pre,
     };
     let snapshot = |ls: &Var| -> Result<Adapters> {
         Ok(Adapters {
@@ -488,11 +636,64 @@ mod tests {
         }
     }
 
+    /// With a trainable pointwise layer in front of the image head (trunk features in), training
+    /// still aligns the modalities, changes that layer, and the file round-trips it.
+    #[test]
+    fn trains_a_pre_layer_and_round_trips_it() -> Result<()> {
+        // Trunk features: 4 positions x 10 channels, each position a noisy copy of the image's
+        // 40-d features folded into 10 channels.
+        let trunk = |d: &PairedFeatures| -> Result<PairedFeatures> {
+            let n = d.images.dim(0)?;
+            let x = d.images.reshape((n, 4, 10))?;
+            Ok(PairedFeatures {
+                images: x.flatten_from(1)?,
+                ..d.clone()
+            })
+        };
+        let (train_set, val_set) = (trunk(&synthetic(300, 5))?, trunk(&synthetic(60, 5))?);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let normal = rand_distr::Normal::new(0.0f32, 0.3).unwrap();
+        let w: Vec<f32> = (0..10 * 16).map(|_| normal.sample(&mut rng)).collect();
+        let pre = PreInit {
+            cfg: PreConfig {
+                positions: 4,
+                channels: 10,
+                out: 16,
+            },
+            weight_t: Tensor::from_vec(w, (10, 16), &Device::Cpu)?,
+            bias: Tensor::full(0.1f32, 16, &Device::Cpu)?,
+        };
+        let cfg = TrainConfig {
+            dim: 16,
+            epochs: 30,
+            batch_size: 64,
+            lr: 1e-2,
+            ..Default::default()
+        };
+        let (adapters, report) = train_with(&train_set, &val_set, &cfg, Some(pre.clone()))?;
+        assert!(report.val.t2i[0] > 0.2, "{:?}", report.val);
+        let trained = adapters.image.pre.as_ref().expect("pre layer kept");
+        assert_ne!(
+            trained.weight_t.to_vec2::<f32>()?,
+            pre.weight_t.to_vec2::<f32>()?,
+            "not trained"
+        );
+
+        let dir = std::env::temp_dir().join(format!("nadir-adapters-pre-{}", std::process::id()));
+        let path = dir.join("a.safetensors");
+        adapters.save(&path)?;
+        let back = Adapters::load(&path)?;
+        assert_eq!(back.config.image_pre, Some(pre.cfg));
+        assert_eq!(evaluate(&back, &val_set)?, report.val);
+        std::fs::remove_dir_all(&dir).ok();
+        Ok(())
+    }
+
     #[test]
     fn snapshots_do_not_follow_later_optimizer_steps() -> Result<()> {
         let data = synthetic(20, 3);
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        let head = TrainableHead::new(&data.images, &TrainConfig::default(), &mut rng)?;
+        let head = TrainableHead::new(&data.images, &TrainConfig::default(), &mut rng, None)?;
         let before = head.snapshot()?;
         let w0: Vec<Vec<f32>> = before.layers[0].weight().to_vec2()?;
         let mut opt = candle_nn::SGD::new(head.params(), 0.5)?;

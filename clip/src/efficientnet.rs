@@ -242,8 +242,24 @@ impl EfficientNetLite {
         self.fc.forward(pooled)
     }
 
+    /// The input of the head: the last block's output, NHWC [B, H/32, W/32, 320] for Lite0.
+    pub fn trunk(&self, pixel_values: &Tensor) -> candle_core::Result<Tensor> {
+        self.run_trunk(pixel_values, None)
+    }
+
+    /// The head (`_conv_head` with `_bn1` folded in) as a matrix [Cin, Cout] and a bias [Cout];
+    /// ReLU6 follows it.
+    pub fn head_parameters(&self) -> (Tensor, Tensor) {
+        (self.head.weight_t.clone(), self.head.bias.bias.clone())
+    }
+
     /// Stem, blocks and head; the head output NHWC. Block outputs at `taps` go to `maps` (NHWC).
-    fn run(&self, x: &Tensor, mut maps: Option<&mut Vec<Tensor>>) -> candle_core::Result<Tensor> {
+    fn run(&self, x: &Tensor, maps: Option<&mut Vec<Tensor>>) -> candle_core::Result<Tensor> {
+        let x = self.run_trunk(x, maps)?;
+        self.head.forward(&x)
+    }
+
+    fn run_trunk(&self, x: &Tensor, mut maps: Option<&mut Vec<Tensor>>) -> candle_core::Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         if c != 3 || h == 0 || w == 0 {
             candle_core::bail!("expected pixel values [B, 3, H, W], got [{b}, {c}, {h}, {w}]");
@@ -258,7 +274,7 @@ impl EfficientNetLite {
                 }
             }
         }
-        self.head.forward(&x)
+        Ok(x)
     }
 }
 

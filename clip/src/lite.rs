@@ -136,6 +136,28 @@ impl LiteTowers {
         Ok(Tensor::cat(&parts, 0)?)
     }
 
+    /// The image tower's trunk output (the head's input), flattened per image: [N, 49 * 320] at
+    /// 224 px.
+    pub fn trunk_features(&self, images: &[RgbImage]) -> Result<Tensor> {
+        let mut parts = Vec::new();
+        for chunk in images.chunks(self.batch_size.max(1)) {
+            let pixels = self.preprocessor.batch(chunk, &self.device)?;
+            let t = self.image.trunk(&pixels)?;
+            parts.push(t.flatten_from(1)?);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    /// What the adapters' image head takes: trunk features when it holds a trained copy of the
+    /// tower's last layer, pooled features otherwise.
+    pub fn image_inputs(&self, images: &[RgbImage], adapters: &Adapters) -> Result<Tensor> {
+        if adapters.image.has_pre() {
+            self.trunk_features(images)
+        } else {
+            self.image_features(images)
+        }
+    }
+
     /// Sentence embeddings [N, 384].
     pub fn text_features(&self, texts: &[&str]) -> Result<Tensor> {
         let rows = self.text.embed(texts)?;
@@ -215,7 +237,7 @@ impl Encoder for NadirLite {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let f = self.towers.image_features(images)?;
+        let f = self.towers.image_inputs(images, &self.adapters)?;
         Ok(self.adapters.image.forward(&f)?.to_vec2()?)
     }
 

@@ -10,7 +10,9 @@ use image::RgbImage;
 use serde::Serialize;
 use sha2::Digest;
 
-use crate::adapter::{evaluate, train, Adapters, PairedFeatures, TrainConfig, TrainReport};
+use crate::adapter::{
+    evaluate, train_with, Adapters, PairedFeatures, PreConfig, PreInit, TrainConfig, TrainReport,
+};
 use crate::error::{Error, Result};
 use crate::eval::{zero_shot_accuracy, RetrievalMetrics};
 use crate::lite::LiteTowers;
@@ -38,6 +40,8 @@ pub struct AlignOptions {
     pub image_views: usize,
     /// Add the class prompts as extra captions of each training image.
     pub prompt_augmentation: bool,
+    /// Also fine-tune the image tower's last layer (`_conv_head`, BatchNorm folded).
+    pub unfreeze_head: bool,
     pub train: TrainConfig,
 }
 
@@ -80,6 +84,7 @@ pub fn align(towers: &LiteTowers, opts: &AlignOptions) -> Result<(Adapters, Alig
         )));
     }
     let cache = FeatureCache::new(&opts.cache_dir, &towers.files_sha256)?;
+    let trunk = opts.unfreeze_head;
     let train_set = paired(
         towers,
         &cache,
@@ -87,9 +92,25 @@ pub fn align(towers: &LiteTowers, opts: &AlignOptions) -> Result<(Adapters, Alig
         &classes,
         opts.image_views,
         opts.prompt_augmentation,
+        trunk,
     )?;
-    let val_set = paired(towers, &cache, &val_recs, &classes, 1, false)?;
-    let (adapters, train_report) = train(&train_set, &val_set, &opts.train)?;
+    let val_set = paired(towers, &cache, &val_recs, &classes, 1, false, trunk)?;
+    let pre = if trunk {
+        let (weight_t, bias) = towers.image.head_parameters();
+        let (channels, out) = weight_t.dims2()?;
+        Some(PreInit {
+            cfg: PreConfig {
+                positions: train_set.images.dim(1)? / channels,
+                channels,
+                out,
+            },
+            weight_t,
+            bias,
+        })
+    } else {
+        None
+    };
+    let (adapters, train_report) = train_with(&train_set, &val_set, &opts.train, pre)?;
     let val = evaluate(&adapters, &val_set)?;
     let zero_shot = zero_shot(towers, &adapters, &val_set, &classes)?;
     let report = AlignReport {
@@ -165,6 +186,7 @@ fn paired(
     classes: &[String],
     views: usize,
     prompts: bool,
+    trunk: bool,
 ) -> Result<PairedFeatures> {
     let views = views.clamp(1, 8);
     // Rows: view-major blocks, so that view 0 of every image comes first.
@@ -174,27 +196,33 @@ fn paired(
             .iter()
             .map(|r| format!("{}#{v}", r.image.display()))
             .collect();
-        blocks.push(cache.get_or_compute("image", &key, || {
-            tracing::info!(images = recs.len(), view = v, "computing image features");
-            let bar = indicatif::ProgressBar::new(recs.len() as u64).with_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} {bar:30} {pos}/{len} images, {per_sec}, ETA {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar.set_message(format!("image features, view {}/{views}", v + 1));
-            let mut parts = Vec::new();
-            for chunk in recs.chunks(64) {
-                let imgs = chunk
-                    .iter()
-                    .map(|r| load_rgb(&r.image).map(|i| view(&i, v)))
-                    .collect::<Result<Vec<_>>>()?;
-                parts.push(towers.image_features(&imgs)?);
-                bar.inc(chunk.len() as u64);
-            }
-            bar.finish_and_clear();
-            Ok(Tensor::cat(&parts, 0)?)
-        })?);
+        blocks.push(
+            cache.get_or_compute(if trunk { "trunk" } else { "image" }, &key, || {
+                tracing::info!(images = recs.len(), view = v, "computing image features");
+                let bar = indicatif::ProgressBar::new(recs.len() as u64).with_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} {bar:30} {pos}/{len} images, {per_sec}, ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar.set_message(format!("image features, view {}/{views}", v + 1));
+                let mut parts = Vec::new();
+                for chunk in recs.chunks(64) {
+                    let imgs = chunk
+                        .iter()
+                        .map(|r| load_rgb(&r.image).map(|i| view(&i, v)))
+                        .collect::<Result<Vec<_>>>()?;
+                    parts.push(if trunk {
+                        towers.trunk_features(&imgs)?
+                    } else {
+                        towers.image_features(&imgs)?
+                    });
+                    bar.inc(chunk.len() as u64);
+                }
+                bar.finish_and_clear();
+                Ok(Tensor::cat(&parts, 0)?)
+            })?,
+        );
     }
     let images = Tensor::cat(&blocks, 0)?;
     let mut text_strings = Vec::new();
