@@ -35,6 +35,8 @@ run views-8-prompts-seed-1 --seed 1
 run views-8-prompts-seed-2 --seed 2
 run views-8-prompts-same-class-seed-1 --positives same-class --seed 1
 run views-8-prompts-same-class-seed-2 --positives same-class --seed 2
+run views-8-prompts-15ep --epochs 15
+run views-8-prompts-unfreeze-head-15ep --epochs 15 --unfreeze-head   # ~20 min: 65 s an epoch
 python3 - "$out" <<'PY'
 import json, sys, pathlib
 rows = []
