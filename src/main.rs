@@ -171,6 +171,13 @@ impl ModelArgs {
     }
 }
 
+fn load_images(paths: &[PathBuf]) -> Result<Vec<nadir_clip::image::RgbImage>> {
+    Ok(paths
+        .iter()
+        .map(|p| nadir_clip::load_rgb(p))
+        .collect::<Result<_, _>>()?)
+}
+
 fn print_vectors(vectors: &[Vec<f32>]) -> Result<()> {
     for v in vectors {
         println!("{}", serde_json::to_string(v)?);
@@ -194,20 +201,12 @@ fn main() -> Result<()> {
         }
         Command::EmbedImage { model, images } => {
             let enc = model.load()?;
-            let imgs = images
-                .iter()
-                .map(|p| nadir_clip::load_rgb(p))
-                .collect::<Result<Vec<_>, _>>()?;
-            print_vectors(&enc.embed_images(&imgs)?)?;
+            print_vectors(&enc.embed_images(&load_images(&images)?)?)?;
         }
         Command::Rank { model, query, images } => {
             let enc = model.load()?;
             let q = enc.embed_texts(&[query.as_str()])?;
-            let imgs = images
-                .iter()
-                .map(|p| nadir_clip::load_rgb(p))
-                .collect::<Result<Vec<_>, _>>()?;
-            let vs = enc.embed_images(&imgs)?;
+            let vs = enc.embed_images(&load_images(&images)?)?;
             let mut scored: Vec<(f32, &PathBuf)> = vs
                 .iter()
                 .map(|v| v.iter().zip(&q[0]).map(|(a, b)| a * b).sum::<f32>())

@@ -37,5 +37,7 @@ pub mod vision;
 pub use config::{Activation, ClipConfig, TextConfig, VisionConfig};
 pub use encoder::{ClipEncoder, ClipSpec, Encoder, ModelId};
 pub use error::{Error, Result};
+/// The `image` crate, whose `RgbImage` the encoder API takes.
+pub use image;
 pub use preprocess::{load_rgb, Preprocessor};
 pub use tokenizer::ClipTokenizer;

@@ -125,37 +125,35 @@ impl LiteTowers {
 
     /// Pooled image-tower features [N, 1280].
     pub fn image_features(&self, images: &[RgbImage]) -> Result<Tensor> {
+        self.image_rows(images, false)
+    }
+
+    /// One row per image from the image tower, in batches of `batch_size`: the trunk output (the
+    /// head's input) flattened, [N, 49 * 320] at 224 px, when `trunk`; else the pooled features.
+    pub fn image_rows(&self, images: &[RgbImage], trunk: bool) -> Result<Tensor> {
         let mut parts = Vec::new();
         for chunk in images.chunks(self.batch_size.max(1)) {
             let pixels = self.preprocessor.batch(chunk, &self.device)?;
-            parts.push(self.image.forward(&pixels)?);
+            parts.push(if trunk {
+                self.image.trunk(&pixels)?.flatten_from(1)?
+            } else {
+                self.image.forward(&pixels)?
+            });
         }
-        if parts.is_empty() {
-            return Ok(Tensor::zeros((0, 1280), candle_core::DType::F32, &self.device)?);
+        if parts.is_empty() && !trunk {
+            return Ok(Tensor::zeros(
+                (0, self.image.dim()),
+                candle_core::DType::F32,
+                &self.device,
+            )?);
         }
         Ok(Tensor::cat(&parts, 0)?)
     }
 
-    /// The image tower's trunk output (the head's input), flattened per image: [N, 49 * 320] at
-    /// 224 px.
-    pub fn trunk_features(&self, images: &[RgbImage]) -> Result<Tensor> {
-        let mut parts = Vec::new();
-        for chunk in images.chunks(self.batch_size.max(1)) {
-            let pixels = self.preprocessor.batch(chunk, &self.device)?;
-            let t = self.image.trunk(&pixels)?;
-            parts.push(t.flatten_from(1)?);
-        }
-        Ok(Tensor::cat(&parts, 0)?)
-    }
-
-    /// What the adapters' image head takes: trunk features when it holds a trained copy of the
+    /// What the adapters' image head takes: trunk rows when it holds a trained copy of the
     /// tower's last layer, pooled features otherwise.
     pub fn image_inputs(&self, images: &[RgbImage], adapters: &Adapters) -> Result<Tensor> {
-        if adapters.image.has_pre() {
-            self.trunk_features(images)
-        } else {
-            self.image_features(images)
-        }
+        self.image_rows(images, adapters.image.has_pre())
     }
 
     /// Sentence embeddings [N, 384].

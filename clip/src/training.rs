@@ -212,11 +212,7 @@ fn paired(
                         .iter()
                         .map(|r| load_rgb(&r.image).map(|i| view(&i, v)))
                         .collect::<Result<Vec<_>>>()?;
-                    parts.push(if trunk {
-                        towers.trunk_features(&imgs)?
-                    } else {
-                        towers.image_features(&imgs)?
-                    });
+                    parts.push(towers.image_rows(&imgs, trunk)?);
                     bar.inc(chunk.len() as u64);
                 }
                 bar.finish_and_clear();
