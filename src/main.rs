@@ -1,6 +1,8 @@
 //! `nadir`: the command-line interface. It parses arguments and calls the libraries; all the work
 //! lives in the workspace crates.
 
+mod index;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -78,6 +80,11 @@ enum Command {
     /// Train the nadir-lite adapters on UCM-captions (train split; epoch chosen on val) and report
     /// val retrieval recall and zero-shot accuracy.
     TrainAdapters(TrainArgs),
+    /// Build, extend and inspect an index of imagery.
+    Index {
+        #[command(subcommand)]
+        what: index::IndexCommand,
+    },
     /// Measure throughput and print a table.
     Bench {
         #[command(subcommand)]
@@ -220,6 +227,7 @@ fn main() -> Result<()> {
             }
         }
         Command::TrainAdapters(a) => train_adapters(a)?,
+        Command::Index { what } => index::run(what)?,
         Command::Bench {
             what: BenchWhat::Clip { arch, batch, seconds },
         } => {

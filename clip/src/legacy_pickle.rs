@@ -224,7 +224,7 @@ impl Unpickler {
     }
 
     fn set_items(&mut self, items: Vec<Object>) -> std::result::Result<(), String> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("SETITEMS with an odd number of objects".into());
         }
         let Object::Dict(d) = self.top()? else {

@@ -25,7 +25,7 @@ struct MultiheadAttention {
 
 impl MultiheadAttention {
     fn new(width: usize, heads: usize, vb: VarBuilder) -> candle_core::Result<Self> {
-        if heads == 0 || width % heads != 0 {
+        if heads == 0 || !width.is_multiple_of(heads) {
             candle_core::bail!("width {width} is not divisible by {heads} attention heads");
         }
         let w = vb.get((3 * width, width), "in_proj_weight")?;

@@ -34,7 +34,7 @@ impl VisionTransformer {
         activation: Activation,
     ) -> candle_core::Result<Self> {
         let (w, p) = (cfg.width, cfg.patch_size);
-        if p == 0 || cfg.image_size % p != 0 {
+        if p == 0 || !cfg.image_size.is_multiple_of(p) {
             candle_core::bail!(
                 "image size {} is not a multiple of the patch size {p}",
                 cfg.image_size

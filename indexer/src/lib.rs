@@ -1,1 +1,36 @@
-//! x
+//! Nadir's indexer: reads georeferenced rasters (and plain images), tiles them into patches,
+//! embeds them with a `nadir-clip` encoder and writes the index. It owns the on-disk format:
+//! writer and reader side by side, versioned by a manifest.
+//!
+//! An index is one folder:
+//! - `manifest.json`: format version, model id and checksum, dimension, tiling, scenes with
+//!   their checksums, parts, and the derived structures (the commit point, see [`manifest`]);
+//! - `parts/<id>.parquet`: GeoParquet 1.1 patch tables (see [`table`]), `parts/<id>.thumbs`:
+//!   their thumbnail packs (see [`thumbs`]);
+//! - `hnsw-<generation>/`: the hnsw_rs graph (see [`ann`]); `text-<generation>/`: the tantivy
+//!   index of patch metadata (see [`text`]).
+
+pub mod ann;
+pub mod cells;
+pub mod error;
+mod fsutil;
+pub mod landcover;
+pub mod manifest;
+pub mod pipeline;
+pub mod raster;
+pub mod reader;
+pub mod sources;
+pub mod table;
+pub mod text;
+pub mod thumbs;
+pub mod tiling;
+pub mod wkb;
+pub mod writer;
+
+pub use error::{Error, Result};
+pub use manifest::{Manifest, ModelInfo};
+pub use pipeline::{add, AddOptions, Report};
+pub use reader::Index;
+pub use table::{PatchId, PatchRecord};
+pub use tiling::{Edge, Tiling};
+pub use writer::IndexWriter;

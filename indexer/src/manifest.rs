@@ -1,0 +1,192 @@
+//! `manifest.json`: the one commit point of an index. It names the format version, the model, the
+//! patch parameters, every scene with its checksum, the part files that hold the rows and the
+//! derived structures (HNSW, text index) built from them. A file the manifest does not name is
+//! garbage from an interrupted run; replacing the manifest (temp file + rename) commits a change.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::raster::RasterOptions;
+use crate::tiling::Tiling;
+
+/// The format this crate writes and reads. A reader refuses any other.
+pub const FORMAT_VERSION: u32 = 1;
+/// The name of the manifest file inside an index directory.
+pub const MANIFEST: &str = "manifest.json";
+const FORMAT_NAME: &str = "nadir-index";
+
+/// The model whose vectors an index holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The encoder's name (`nadir-lite`, `remoteclip-vit-b-32`, `clay-v0`...).
+    pub name: String,
+    /// The checksum of its weights (or of the imported source).
+    pub sha256: String,
+    /// The embedding dimension.
+    pub dim: usize,
+    /// Whether the model can encode text (imported embeddings cannot).
+    pub text: bool,
+}
+
+impl ModelInfo {
+    /// The id the `clip` crate compares.
+    pub fn id(&self) -> nadir_clip::ModelId {
+        nadir_clip::ModelId { name: self.name.clone(), sha256: self.sha256.clone() }
+    }
+}
+
+/// One indexed scene (a raster or a plain image).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SceneEntry {
+    /// Stable id: file stem plus a hash of the canonical path.
+    pub id: String,
+    /// The canonical path it was read from.
+    pub path: PathBuf,
+    /// sha256 of the file's bytes: an unchanged scene is skipped, a changed one replaced.
+    pub sha256: String,
+    /// The part holding its rows.
+    pub part: String,
+    /// Patches kept.
+    pub patches: usize,
+    /// Windows skipped as nodata or empty.
+    pub skipped: usize,
+    pub width: u32,
+    pub height: u32,
+    /// EPSG code of the source CRS, when it has one.
+    pub epsg: Option<u32>,
+    /// Whether the scene is georeferenced (rows have footprints and H3 cells).
+    pub georeferenced: bool,
+    /// Ground size of a source pixel in metres.
+    pub pixel_size_m: Option<f64>,
+    /// Tags given when it was added.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A part: one parquet file of rows plus the pack of their thumbnails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartEntry {
+    pub id: String,
+    pub rows: usize,
+}
+
+impl PartEntry {
+    /// The parquet file of this part, relative to the index directory.
+    pub fn table_file(&self) -> PathBuf {
+        Path::new("parts").join(format!("{}.parquet", self.id))
+    }
+    /// The thumbnail pack of this part, relative to the index directory.
+    pub fn thumbs_file(&self) -> PathBuf {
+        Path::new("parts").join(format!("{}.thumbs", self.id))
+    }
+}
+
+/// Structures derived from the rows, valid for one generation of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Derived {
+    /// The generation of rows they were built from.
+    pub generation: u64,
+    /// Rows they cover (the sum of the parts' rows).
+    pub rows: usize,
+    /// Folder of the HNSW dump, relative to the index directory.
+    pub hnsw: Option<String>,
+    /// Folder of the tantivy index.
+    pub text: String,
+}
+
+/// The manifest of an index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub model: ModelInfo,
+    pub tiling: Tiling,
+    pub raster: RasterOptions,
+    /// Bumped by every commit that changes rows.
+    pub generation: u64,
+    pub scenes: Vec<SceneEntry>,
+    pub parts: Vec<PartEntry>,
+    pub derived: Option<Derived>,
+}
+
+impl Manifest {
+    /// A new, empty manifest.
+    pub fn new(model: ModelInfo, tiling: Tiling, raster: RasterOptions) -> Self {
+        Manifest {
+            format: FORMAT_NAME.to_string(),
+            version: FORMAT_VERSION,
+            model,
+            tiling,
+            raster,
+            generation: 0,
+            scenes: Vec::new(),
+            parts: Vec::new(),
+            derived: None,
+        }
+    }
+
+    /// Reads `dir/manifest.json`, refusing other formats and versions.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::format(&path, format!("not valid JSON: {e}")))?;
+        let format = value.get("format").and_then(|v| v.as_str()).unwrap_or_default();
+        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or_default();
+        if format != FORMAT_NAME {
+            return Err(Error::format(&path, "not a Nadir index manifest"));
+        }
+        if version != u64::from(FORMAT_VERSION) {
+            return Err(Error::format(
+                &path,
+                format!("format version {version}; this build reads version {FORMAT_VERSION}"),
+            ));
+        }
+        serde_json::from_value(value).map_err(|e| Error::format(&path, format!("malformed manifest: {e}")))
+    }
+
+    /// Whether `dir` holds a manifest.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(MANIFEST).is_file()
+    }
+
+    /// Commits this manifest: atomic replace of `dir/manifest.json`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).expect("a manifest serialises");
+        fsutil::write_atomic(&dir.join(MANIFEST), &bytes)
+    }
+
+    /// Rows in the index.
+    pub fn rows(&self) -> usize {
+        self.parts.iter().map(|p| p.rows).sum()
+    }
+
+    /// The scene with this id.
+    pub fn scene(&self, id: &str) -> Option<&SceneEntry> {
+        self.scenes.iter().find(|s| s.id == id)
+    }
+
+    /// Whether the derived structures match the rows.
+    pub fn derived_current(&self) -> bool {
+        self.derived.as_ref().is_some_and(|d| d.generation == self.generation && d.rows == self.rows())
+    }
+
+    /// Every file or folder (relative) the manifest refers to.
+    pub fn live_paths(&self) -> Vec<PathBuf> {
+        let mut out = vec![PathBuf::from(MANIFEST)];
+        for p in &self.parts {
+            out.push(p.table_file());
+            out.push(p.thumbs_file());
+        }
+        if let Some(d) = &self.derived {
+            if let Some(h) = &d.hnsw {
+                out.push(PathBuf::from(h));
+            }
+            out.push(PathBuf::from(&d.text));
+        }
+        out
+    }
+}

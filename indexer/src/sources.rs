@@ -1,0 +1,86 @@
+//! Input paths to scenes: files are taken as given, folders are searched (recursively, sorted) for
+//! rasters and images. Each scene gets a stable id from its file name and canonical path.
+
+use std::path::{Path, PathBuf};
+
+/// File extensions searched for in folders.
+pub const EXTENSIONS: &[&str] = &["tif", "tiff", "jpg", "jpeg", "png", "jp2", "vrt", "webp"];
+
+/// Expands inputs into scene files, and the inputs that cannot be used with the reason.
+pub fn expand(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
+    let (mut files, mut failed) = (Vec::new(), Vec::new());
+    for input in inputs {
+        if input.is_dir() {
+            let before = files.len();
+            walk(input, &mut files);
+            if files.len() == before {
+                failed.push((
+                    input.clone(),
+                    format!("{}: no images in this folder (looked for .{})", input.display(), EXTENSIONS.join(", .")),
+                ));
+            }
+        } else if input.exists() {
+            files.push(input.clone());
+        } else {
+            failed.push((input.clone(), format!("{}: no such file or folder", input.display())));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(f.canonicalize().unwrap_or_else(|_| f.clone())));
+    (files, failed)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            walk(&p, out);
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            out.push(p);
+        }
+    }
+}
+
+/// A scene's id: its file stem (letters, digits, `-`, `_`) and 8 hex digits of the sha256 of its
+/// canonical path.
+pub fn scene_id(canonical: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let stem: String = canonical
+        .file_stem()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .take(48)
+        .collect();
+    let h = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    format!("{stem}-{}", hex::encode(&h[..4]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_are_searched_and_bad_inputs_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.tif"), b"x").unwrap();
+        std::fs::write(dir.path().join("a.JPG"), b"x").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let (files, failed) = expand(&[dir.path().to_path_buf(), empty.clone(), dir.path().join("missing.tif")]);
+        let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["a.JPG", "b.tif"]);
+        assert_eq!(failed.len(), 2);
+        assert!(failed[0].1.contains("no images"), "{failed:?}");
+        assert!(failed[1].1.contains("missing.tif"), "{failed:?}");
+        assert!(scene_id(Path::new("/x/My Scene.tif")).starts_with("My_Scene-"));
+    }
+}

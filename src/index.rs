@@ -1,0 +1,164 @@
+//! `nadir index ...`: arguments for building and inspecting an index; the work is in
+//! `nadir-indexer`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Subcommand;
+use nadir_indexer::raster::RasterOptions;
+use nadir_indexer::{Edge, Manifest, Report, Tiling};
+
+use crate::ModelArgs;
+
+/// Where the index lives (default: `./nadir-index`, or $NADIR_INDEX).
+#[derive(clap::Args, Debug, Clone)]
+pub struct IndexDir {
+    #[arg(long, short = 'i', env = "NADIR_INDEX", default_value = "nadir-index")]
+    pub index: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IndexCommand {
+    /// Index scenes (rasters GDAL reads, or folders of them; plain JPEG/PNG/TIFF images too).
+    /// Unchanged scenes are skipped, changed ones replaced; an interrupted run resumes.
+    Add(AddArgs),
+    /// Print the manifest summary of an index.
+    Info {
+        #[command(flatten)]
+        dir: IndexDir,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AddArgs {
+    #[command(flatten)]
+    dir: IndexDir,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Scene files or folders.
+    #[arg(required = true)]
+    scenes: Vec<PathBuf>,
+    /// Window side in source pixels (default: the model's input size).
+    #[arg(long)]
+    patch: Option<u32>,
+    /// Step between windows as a share of the window (0.5: half overlap).
+    #[arg(long, default_value_t = 1.0)]
+    stride: f64,
+    /// Window side on the ground in metres (resamples so every patch covers the same area).
+    #[arg(long)]
+    ground_size: Option<f64>,
+    /// Edge handling: shift (last window moved inward), drop, pad.
+    #[arg(long, default_value = "shift")]
+    edge: Edge,
+    /// 1-based bands to use as RGB, e.g. 1,2,3 (one band: replicated to grey).
+    #[arg(long, value_delimiter = ',')]
+    bands: Option<Vec<usize>>,
+    /// Percentile stretch for 16-bit and float data, low,high.
+    #[arg(long, value_delimiter = ',', default_value = "2,98")]
+    stretch: Vec<f64>,
+    /// Stretch 8-bit data too.
+    #[arg(long)]
+    stretch_u8: bool,
+    /// Skip windows with more than this share of nodata.
+    #[arg(long, default_value_t = 0.5)]
+    max_nodata: f64,
+    /// Tags stored with every patch (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Patches per forward pass.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(cmd: IndexCommand) -> Result<()> {
+    match cmd {
+        IndexCommand::Add(a) => add(a),
+        IndexCommand::Info { dir } => info(&dir),
+    }
+}
+
+fn add(a: AddArgs) -> Result<()> {
+    if a.stretch.len() != 2 {
+        bail!("--stretch takes two percentiles, low,high (got {:?})", a.stretch);
+    }
+    let mut model = a.model.clone();
+    if model.model.is_none() && Manifest::exists(&a.dir.index) {
+        // Keep adding with the model that built the index.
+        model.model = Some(Manifest::load(&a.dir.index)?.model.name);
+    }
+    let encoder = model.load()?;
+    let raster = RasterOptions {
+        bands: a.bands,
+        stretch: (a.stretch[0], a.stretch[1]),
+        stretch_u8: a.stretch_u8,
+        max_nodata: a.max_nodata,
+    };
+    let out = encoder.input_size();
+    let tiling =
+        Tiling { patch: a.patch.unwrap_or(out), stride: a.stride, ground_size_m: a.ground_size, edge: a.edge, out };
+    let opts = nadir_indexer::AddOptions {
+        tiling: Some(tiling),
+        raster: Some(raster),
+        tags: a.tags,
+        batch: a.batch,
+        progress: !a.quiet,
+    };
+    let report = nadir_indexer::add(&a.dir.index, encoder.as_ref(), &a.scenes, &opts)?;
+    print_report(&a.dir.index, &report);
+    if !report.failed.is_empty() {
+        bail!("{} of the inputs failed (listed above); the others are indexed", report.failed.len());
+    }
+    Ok(())
+}
+
+fn print_report(dir: &std::path::Path, r: &Report) {
+    let secs = r.elapsed.as_secs_f64();
+    println!(
+        "{}: {} scenes added, {} replaced, {} unchanged, {} failed; {} patches written ({} windows skipped as nodata or empty); {} patches in the index",
+        dir.display(),
+        r.added,
+        r.replaced,
+        r.unchanged,
+        r.failed.len(),
+        r.patches,
+        r.skipped_windows,
+        r.total_rows
+    );
+    let t = &r.timings;
+    println!(
+        "time {secs:.1} s ({:.1} patches/s): read {:.1} s, embed {:.1} s, annotate {:.1} s, write {:.1} s, graph and text index {:.1} s",
+        r.patches as f64 / secs.max(1e-9),
+        t.read.as_secs_f64(),
+        t.embed.as_secs_f64(),
+        t.annotate.as_secs_f64(),
+        t.write.as_secs_f64(),
+        t.derived.as_secs_f64()
+    );
+    for (path, why) in &r.failed {
+        println!("failed: {} ({why})", path.display());
+    }
+}
+
+fn info(dir: &IndexDir) -> Result<()> {
+    let m = Manifest::load(&dir.index)?;
+    println!("index {} (format {} v{})", dir.index.display(), m.format, m.version);
+    println!("model {} ({}-d, sha256 {}, text tower: {})", m.model.name, m.model.dim, m.model.sha256, m.model.text);
+    println!("{} patches in {} scenes, {} parts, generation {}", m.rows(), m.scenes.len(), m.parts.len(), m.generation);
+    println!("graph and text index current: {}", m.derived_current());
+    for s in &m.scenes {
+        println!(
+            "  {} {}x{} px, {} patches, {} skipped, EPSG {}, {}",
+            s.id,
+            s.width,
+            s.height,
+            s.patches,
+            s.skipped,
+            s.epsg.map_or("-".to_string(), |e| e.to_string()),
+            s.path.display()
+        );
+    }
+    Ok(())
+}
