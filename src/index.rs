@@ -87,8 +87,16 @@ fn add(a: AddArgs) -> Result<()> {
     let mut model = a.model.clone();
     if model.model.is_none() && Manifest::exists(&a.dir.index) {
         // Keep adding with the model that built the index.
-        model.model = Some(Manifest::load(&a.dir.index)?.model.name);
+        let m = Manifest::load(&a.dir.index)?.model;
+        model.model = Some(m.source.unwrap_or(m.name));
     }
+    let model_source = model
+        .model
+        .as_deref()
+        .map(std::path::Path::new)
+        .filter(|p| p.is_file())
+        .and_then(|p| p.canonicalize().ok())
+        .map(|p| p.display().to_string());
     let encoder = model.load()?;
     let raster = RasterOptions {
         bands: a.bands,
@@ -97,19 +105,28 @@ fn add(a: AddArgs) -> Result<()> {
         max_nodata: a.max_nodata,
     };
     let out = encoder.input_size();
-    let tiling =
-        Tiling { patch: a.patch.unwrap_or(out), stride: a.stride, ground_size_m: a.ground_size, edge: a.edge, out };
+    let tiling = Tiling {
+        patch: a.patch.unwrap_or(out),
+        stride: a.stride,
+        ground_size_m: a.ground_size,
+        edge: a.edge,
+        out,
+    };
     let opts = nadir_indexer::AddOptions {
         tiling: Some(tiling),
         raster: Some(raster),
         tags: a.tags,
         batch: a.batch,
         progress: !a.quiet,
+        model_source,
     };
     let report = nadir_indexer::add(&a.dir.index, encoder.as_ref(), &a.scenes, &opts)?;
     print_report(&a.dir.index, &report);
     if !report.failed.is_empty() {
-        bail!("{} of the inputs failed (listed above); the others are indexed", report.failed.len());
+        bail!(
+            "{} of the inputs failed (listed above); the others are indexed",
+            report.failed.len()
+        );
     }
     Ok(())
 }
@@ -144,9 +161,23 @@ fn print_report(dir: &std::path::Path, r: &Report) {
 
 fn info(dir: &IndexDir) -> Result<()> {
     let m = Manifest::load(&dir.index)?;
-    println!("index {} (format {} v{})", dir.index.display(), m.format, m.version);
-    println!("model {} ({}-d, sha256 {}, text tower: {})", m.model.name, m.model.dim, m.model.sha256, m.model.text);
-    println!("{} patches in {} scenes, {} parts, generation {}", m.rows(), m.scenes.len(), m.parts.len(), m.generation);
+    println!(
+        "index {} (format {} v{})",
+        dir.index.display(),
+        m.format,
+        m.version
+    );
+    println!(
+        "model {} ({}-d, sha256 {}, text tower: {})",
+        m.model.name, m.model.dim, m.model.sha256, m.model.text
+    );
+    println!(
+        "{} patches in {} scenes, {} parts, generation {}",
+        m.rows(),
+        m.scenes.len(),
+        m.parts.len(),
+        m.generation
+    );
     println!("graph and text index current: {}", m.derived_current());
     for s in &m.scenes {
         println!(

@@ -2,6 +2,7 @@
 //! lives in the workspace crates.
 
 mod index;
+mod search;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -85,6 +86,12 @@ enum Command {
         #[command(subcommand)]
         what: index::IndexCommand,
     },
+    /// Search an index by text and/or example patches, within filters.
+    Search(search::SearchArgs),
+    /// Find patches similar to a patch or to the place at a location.
+    Similar(search::SimilarArgs),
+    /// Serve an index over HTTP (JSON API, OpenAPI at /openapi.json).
+    Serve(search::ServeArgs),
     /// Measure throughput and print a table.
     Bench {
         #[command(subcommand)]
@@ -228,6 +235,9 @@ fn main() -> Result<()> {
         }
         Command::TrainAdapters(a) => train_adapters(a)?,
         Command::Index { what } => index::run(what)?,
+        Command::Search(a) => search::search(a)?,
+        Command::Similar(a) => search::similar(a)?,
+        Command::Serve(a) => search::serve(a)?,
         Command::Bench {
             what: BenchWhat::Clip { arch, batch, seconds },
         } => {

@@ -22,7 +22,9 @@ pub struct Ann {
 
 impl std::fmt::Debug for Ann {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ann").field("points", &self.hnsw.get_nb_point()).finish()
+        f.debug_struct("Ann")
+            .field("points", &self.hnsw.get_nb_point())
+            .finish()
     }
 }
 
@@ -30,10 +32,15 @@ impl std::fmt::Debug for Ann {
 pub fn build(dir: &Path, vectors: &[f32], dim: usize) -> Result<()> {
     let n = vectors.len() / dim;
     let hnsw = Hnsw::<f32, DistDot>::new(MAX_NB_CONNECTION, n.max(1), MAX_LAYER, EF_CONSTRUCTION, DistDot);
-    let data: Vec<(&[f32], usize)> = vectors.chunks_exact(dim).enumerate().map(|(i, v)| (v, i)).collect();
+    let data: Vec<(&[f32], usize)> = vectors
+        .chunks_exact(dim)
+        .enumerate()
+        .map(|(i, v)| (v, i))
+        .collect();
     hnsw.parallel_insert_slice(&data);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    hnsw.file_dump(dir, BASENAME).map_err(|e| Error::format(dir, format!("HNSW dump failed: {e}")))?;
+    hnsw.file_dump(dir, BASENAME)
+        .map_err(|e| Error::format(dir, format!("HNSW dump failed: {e}")))?;
     Ok(())
 }
 
@@ -59,7 +66,13 @@ impl Ann {
 
     /// The `k` nearest rows to `query` with their cosine similarity, best first; with a filter,
     /// only rows it accepts (hnsw_rs's filtered search).
-    pub fn search(&self, query: &[f32], k: usize, ef: usize, filter: Option<&dyn FilterT>) -> Vec<(u32, f32)> {
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        filter: Option<&dyn FilterT>,
+    ) -> Vec<(u32, f32)> {
         self.hnsw
             .search_filter(query, k, ef.max(k), filter)
             .into_iter()

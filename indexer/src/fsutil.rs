@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -60,7 +63,9 @@ fn sync_tree(dir: &Path) -> std::io::Result<()> {
 }
 
 fn parent(path: &Path) -> &Path {
-    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// fsync a folder so that renames inside it are durable.
@@ -102,7 +107,9 @@ pub fn collect_garbage(dir: &Path, live: &[PathBuf]) -> Result<usize> {
     let mut removed = 0;
     for sub in [Path::new(""), Path::new("parts")] {
         let folder = dir.join(sub);
-        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let rel = sub.join(entry.file_name());
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -114,7 +121,11 @@ pub fn collect_garbage(dir: &Path, live: &[PathBuf]) -> Result<usize> {
                 continue;
             }
             let path = entry.path();
-            let res = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            let res = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
             res.map_err(|e| Error::io(&path, e))?;
             tracing::debug!(path = %path.display(), "removed unreferenced file");
             removed += 1;

@@ -45,10 +45,14 @@ pub struct LandCover {
 impl LandCover {
     /// Encodes the vocabulary with `encoder`'s text tower.
     pub fn new(encoder: &dyn Encoder) -> Result<Self> {
-        let prompts: Vec<String> =
-            VOCABULARY.iter().map(|(_, phrase)| format!("an aerial photo of {phrase}")).collect();
+        let prompts: Vec<String> = VOCABULARY
+            .iter()
+            .map(|(_, phrase)| format!("an aerial photo of {phrase}"))
+            .collect();
         let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-        Ok(LandCover { vectors: encoder.embed_texts(&refs)? })
+        Ok(LandCover {
+            vectors: encoder.embed_texts(&refs)?,
+        })
     }
 
     /// The top labels of one image embedding, best first.
@@ -60,6 +64,10 @@ impl LandCover {
             .map(|(i, t)| (t.iter().zip(embedding).map(|(a, b)| a * b).sum(), i))
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        scored.iter().take(TOP).map(|&(_, i)| VOCABULARY[i].0.to_string()).collect()
+        scored
+            .iter()
+            .take(TOP)
+            .map(|&(_, i)| VOCABULARY[i].0.to_string())
+            .collect()
     }
 }

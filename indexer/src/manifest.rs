@@ -29,12 +29,19 @@ pub struct ModelInfo {
     pub dim: usize,
     /// Whether the model can encode text (imported embeddings cannot).
     pub text: bool,
+    /// Where the weights were loaded from when not a known name (a canonical file path), so a
+    /// query can load the same model without being told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl ModelInfo {
     /// The id the `clip` crate compares.
     pub fn id(&self) -> nadir_clip::ModelId {
-        nadir_clip::ModelId { name: self.name.clone(), sha256: self.sha256.clone() }
+        nadir_clip::ModelId {
+            name: self.name.clone(),
+            sha256: self.sha256.clone(),
+        }
     }
 }
 
@@ -171,7 +178,9 @@ impl Manifest {
 
     /// Whether the derived structures match the rows.
     pub fn derived_current(&self) -> bool {
-        self.derived.as_ref().is_some_and(|d| d.generation == self.generation && d.rows == self.rows())
+        self.derived
+            .as_ref()
+            .is_some_and(|d| d.generation == self.generation && d.rows == self.rows())
     }
 
     /// Every file or folder (relative) the manifest refers to.

@@ -36,11 +36,20 @@ pub struct AddOptions {
     pub batch: usize,
     /// Show a progress bar.
     pub progress: bool,
+    /// Where the model's weights came from (recorded in the manifest; see [`ModelInfo::source`]).
+    pub model_source: Option<String>,
 }
 
 impl Default for AddOptions {
     fn default() -> Self {
-        AddOptions { tiling: None, raster: None, tags: Vec::new(), batch: 16, progress: true }
+        AddOptions {
+            tiling: None,
+            raster: None,
+            tags: Vec::new(),
+            batch: 16,
+            progress: true,
+            model_source: None,
+        }
     }
 }
 
@@ -83,28 +92,55 @@ pub struct Report {
 /// The model info an encoder records in an index.
 pub fn model_info(encoder: &dyn Encoder) -> Result<ModelInfo> {
     let id = encoder.model_id()?;
-    Ok(ModelInfo { name: id.name, sha256: id.sha256, dim: encoder.dim(), text: true })
+    Ok(ModelInfo {
+        name: id.name,
+        sha256: id.sha256,
+        dim: encoder.dim(),
+        text: true,
+        source: None,
+    })
 }
 
 /// Indexes `inputs` (files or folders) into the index in `dir`, creating it if needed.
 pub fn add(dir: &Path, encoder: &dyn Encoder, inputs: &[PathBuf], opts: &AddOptions) -> Result<Report> {
     let start = Instant::now();
-    let model = model_info(encoder)?;
-    let existing = if Manifest::exists(dir) { Some(Manifest::load(dir)?) } else { None };
+    let model = ModelInfo {
+        source: opts.model_source.clone(),
+        ..model_info(encoder)?
+    };
+    let existing = if Manifest::exists(dir) {
+        Some(Manifest::load(dir)?)
+    } else {
+        None
+    };
     let tiling = opts
         .tiling
         .clone()
         .or_else(|| existing.as_ref().map(|m| m.tiling.clone()))
         .unwrap_or_else(|| Tiling::for_input(encoder.input_size()));
-    let raster = opts.raster.clone().or_else(|| existing.map(|m| m.raster)).unwrap_or_default();
+    let raster = opts
+        .raster
+        .clone()
+        .or_else(|| existing.map(|m| m.raster))
+        .unwrap_or_default();
     let mut writer = IndexWriter::open(dir, model, tiling.clone(), raster.clone())?;
     let landcover = LandCover::new(encoder)?;
     let (files, mut failed) = sources::expand(inputs);
     let mut report = Report::default();
     let bar = progress_bar(files.len(), opts.progress);
-    let mut job = Job { encoder, tiling: &tiling, raster: &raster, landcover: &landcover, opts, timings: Timings::default() };
+    let mut job = Job {
+        encoder,
+        tiling: &tiling,
+        raster: &raster,
+        landcover: &landcover,
+        opts,
+        timings: Timings::default(),
+    };
     for path in &files {
-        bar.set_message(format!("{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+        bar.set_message(format!(
+            "{}",
+            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        ));
         match job.scene(path, &writer) {
             Ok(None) => report.unchanged += 1,
             Ok(Some(scene)) => {
@@ -129,7 +165,11 @@ pub fn add(dir: &Path, encoder: &dyn Encoder, inputs: &[PathBuf], opts: &AddOpti
         }
         bar.inc(1);
         let secs = start.elapsed().as_secs_f64().max(1e-9);
-        bar.set_prefix(format!("{} patches, {:.1} patches/s", report.patches, report.patches as f64 / secs));
+        bar.set_prefix(format!(
+            "{} patches, {:.1} patches/s",
+            report.patches,
+            report.patches as f64 / secs
+        ));
     }
     bar.set_message("committing, building the HNSW graph and the text index");
     let t = Instant::now();
@@ -172,7 +212,8 @@ impl Job<'_> {
     fn scene(&mut self, path: &Path, writer: &IndexWriter) -> Result<Option<SceneRows>> {
         let t = Instant::now();
         let canonical = path.canonicalize().map_err(|e| Error::io(path, e))?;
-        let sha256 = nadir_clip::encoder::sha256_file(&canonical).map_err(|e| Error::input(path, e.to_string()))?;
+        let sha256 =
+            nadir_clip::encoder::sha256_file(&canonical).map_err(|e| Error::input(path, e.to_string()))?;
         let id = sources::scene_id(&canonical);
         if writer.has_scene(&id, &sha256) {
             tracing::debug!(scene = %path.display(), "unchanged, skipped");
@@ -229,7 +270,10 @@ impl Job<'_> {
             let t = Instant::now();
             for ((window, img), v) in kept.iter().zip(vectors) {
                 let footprint = georef.map(|g| g.footprint(window)).transpose()?;
-                let centroid = footprint.as_ref().and_then(|p| p.centroid()).map(|c| (c.x(), c.y()));
+                let centroid = footprint
+                    .as_ref()
+                    .and_then(|p| p.centroid())
+                    .map(|c| (c.x(), c.y()));
                 let h3 = match (centroid, res) {
                     (Some((lon, lat)), Some(res)) => cells::cells_for(lon, lat, res).unwrap_or_default(),
                     _ => Vec::new(),
@@ -255,7 +299,10 @@ impl Job<'_> {
         if out.rows.is_empty() {
             return Err(Error::input(
                 path,
-                format!("no patch to index: all {} windows are nodata or empty", windows.len()),
+                format!(
+                    "no patch to index: all {} windows are nodata or empty",
+                    windows.len()
+                ),
             ));
         }
         Ok(Some(out))

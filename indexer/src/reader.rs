@@ -63,7 +63,10 @@ impl Index {
     /// scans and keyword filters are refused until `nadir index add` finishes the job.
     pub fn open(dir: &Path) -> Result<Self> {
         if !Manifest::exists(dir) {
-            return Err(Error::format(dir, "no index here (no manifest.json); build one with `nadir index add`"));
+            return Err(Error::format(
+                dir,
+                "no index here (no manifest.json); build one with `nadir index add`",
+            ));
         }
         let manifest = Manifest::load(dir)?;
         let rows = Rows::read(dir, &manifest)?;
@@ -73,8 +76,11 @@ impl Index {
                 return Err(Error::format(dir, format!("patch {} appears twice", r.id)));
             }
         }
-        let packs =
-            manifest.parts.iter().map(|p| Pack::open(&dir.join(p.thumbs_file()))).collect::<Result<Vec<_>>>()?;
+        let packs = manifest
+            .parts
+            .iter()
+            .map(|p| Pack::open(&dir.join(p.thumbs_file())))
+            .collect::<Result<Vec<_>>>()?;
         let (ann, text) = match &manifest.derived {
             Some(d) if manifest.derived_current() => {
                 let ann = d.hnsw.as_ref().map(|h| Ann::load(&dir.join(h))).transpose()?;
@@ -88,7 +94,15 @@ impl Index {
                 (None, None)
             }
         };
-        Ok(Index { dir: dir.to_path_buf(), manifest, rows, by_id, ann, text, packs })
+        Ok(Index {
+            dir: dir.to_path_buf(),
+            manifest,
+            rows,
+            by_id,
+            ann,
+            text,
+            packs,
+        })
     }
 
     pub fn dir(&self) -> &Path {

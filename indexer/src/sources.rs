@@ -16,13 +16,20 @@ pub fn expand(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
             if files.len() == before {
                 failed.push((
                     input.clone(),
-                    format!("{}: no images in this folder (looked for .{})", input.display(), EXTENSIONS.join(", .")),
+                    format!(
+                        "{}: no images in this folder (looked for .{})",
+                        input.display(),
+                        EXTENSIONS.join(", .")
+                    ),
                 ));
             }
         } else if input.exists() {
             files.push(input.clone());
         } else {
-            failed.push((input.clone(), format!("{}: no such file or folder", input.display())));
+            failed.push((
+                input.clone(),
+                format!("{}: no such file or folder", input.display()),
+            ));
         }
     }
     let mut seen = std::collections::HashSet::new();
@@ -31,7 +38,9 @@ pub fn expand(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
     for p in paths {
@@ -56,7 +65,13 @@ pub fn scene_id(canonical: &Path) -> String {
         .map(|s| s.to_string_lossy())
         .unwrap_or_default()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(48)
         .collect();
     let h = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
@@ -75,8 +90,15 @@ mod tests {
         std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
-        let (files, failed) = expand(&[dir.path().to_path_buf(), empty.clone(), dir.path().join("missing.tif")]);
-        let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        let (files, failed) = expand(&[
+            dir.path().to_path_buf(),
+            empty.clone(),
+            dir.path().join("missing.tif"),
+        ]);
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, ["a.JPG", "b.tif"]);
         assert_eq!(failed.len(), 2);
         assert!(failed[0].1.contains("no images"), "{failed:?}");

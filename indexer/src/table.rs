@@ -59,7 +59,9 @@ impl std::str::FromStr for PatchId {
         if s.len() != 16 {
             return Err(format!("patch id {s:?} is not 16 hex digits"));
         }
-        u64::from_str_radix(s, 16).map(PatchId).map_err(|_| format!("patch id {s:?} is not 16 hex digits"))
+        u64::from_str_radix(s, 16)
+            .map(PatchId)
+            .map_err(|_| format!("patch id {s:?} is not 16 hex digits"))
     }
 }
 
@@ -114,8 +116,16 @@ pub fn schema(dim: usize) -> SchemaRef {
         Field::new("bbox", DataType::Struct(bbox_fields()), true),
         Field::new("lon", DataType::Float64, true),
         Field::new("lat", DataType::Float64, true),
-        Field::new("h3_cells", DataType::List(Arc::new(Field::new("item", DataType::UInt64, true))), false),
-        Field::new("acquired", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), true),
+        Field::new(
+            "h3_cells",
+            DataType::List(Arc::new(Field::new("item", DataType::UInt64, true))),
+            false,
+        ),
+        Field::new(
+            "acquired",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
         Field::new("gsd_m", DataType::Float64, true),
         Field::new("tags", list_utf8(), false),
         Field::new("labels", list_utf8(), false),
@@ -150,8 +160,10 @@ fn u32s(rows: &[PatchRecord], get: impl Fn(&PatchRecord) -> u32) -> ArrayRef {
 
 /// The GeoParquet `geo` metadata for these rows.
 fn geo_metadata(rows: &[PatchRecord]) -> String {
-    let rects: Vec<geo::Rect<f64>> =
-        rows.iter().filter_map(|r| r.footprint.as_ref().and_then(|p| p.bounding_rect())).collect();
+    let rects: Vec<geo::Rect<f64>> = rows
+        .iter()
+        .filter_map(|r| r.footprint.as_ref().and_then(|p| p.bounding_rect()))
+        .collect();
     let mut column = json!({
         "encoding": "WKB",
         "geometry_types": if rects.is_empty() { json!([]) } else { json!(["Polygon"]) },
@@ -163,7 +175,12 @@ fn geo_metadata(rows: &[PatchRecord]) -> String {
     if let Some(first) = rects.first() {
         let init = [first.min().x, first.min().y, first.max().x, first.max().y];
         let b = rects.iter().fold(init, |b, r| {
-            [b[0].min(r.min().x), b[1].min(r.min().y), b[2].max(r.max().x), b[3].max(r.max().y)]
+            [
+                b[0].min(r.min().x),
+                b[1].min(r.min().y),
+                b[2].max(r.max().x),
+                b[3].max(r.max().y),
+            ]
         });
         column["bbox"] = json!(b);
     }
@@ -174,30 +191,59 @@ fn geo_metadata(rows: &[PatchRecord]) -> String {
 /// Builds the record batch of `rows` and their `embeddings` (row-major, `dim` per row).
 pub fn to_batch(rows: &[PatchRecord], embeddings: &[f32], dim: usize) -> Result<RecordBatch> {
     assert_eq!(embeddings.len(), rows.len() * dim, "one embedding per row");
-    let geometry: BinaryArray = rows.iter().map(|r| r.footprint.as_ref().map(wkb::write_polygon)).collect();
-    let rects: Vec<Option<geo::Rect<f64>>> =
-        rows.iter().map(|r| r.footprint.as_ref().and_then(|p| p.bounding_rect())).collect();
+    let geometry: BinaryArray = rows
+        .iter()
+        .map(|r| r.footprint.as_ref().map(wkb::write_polygon))
+        .collect();
+    let rects: Vec<Option<geo::Rect<f64>>> = rows
+        .iter()
+        .map(|r| r.footprint.as_ref().and_then(|p| p.bounding_rect()))
+        .collect();
     let corner = |f: fn(&geo::Rect<f64>) -> f64| -> ArrayRef {
-        Arc::new(rects.iter().map(|r| Some(r.as_ref().map_or(0.0, f))).collect::<Float64Array>())
+        Arc::new(
+            rects
+                .iter()
+                .map(|r| Some(r.as_ref().map_or(0.0, f)))
+                .collect::<Float64Array>(),
+        )
     };
     let bbox = StructArray::new(
         bbox_fields(),
-        vec![corner(|r| r.min().x), corner(|r| r.min().y), corner(|r| r.max().x), corner(|r| r.max().y)],
-        Some(NullBuffer::from(rects.iter().map(Option::is_some).collect::<Vec<bool>>())),
+        vec![
+            corner(|r| r.min().x),
+            corner(|r| r.min().y),
+            corner(|r| r.max().x),
+            corner(|r| r.max().y),
+        ],
+        Some(NullBuffer::from(
+            rects.iter().map(Option::is_some).collect::<Vec<bool>>(),
+        )),
     );
     let mut h3 = ListBuilder::new(UInt64Builder::new());
     for r in rows {
         h3.values().append_slice(&r.h3);
         h3.append(true);
     }
-    let acquired = rows.iter().map(|r| r.acquired_ms).collect::<TimestampMillisecondArray>().with_timezone("UTC");
+    let acquired = rows
+        .iter()
+        .map(|r| r.acquired_ms)
+        .collect::<TimestampMillisecondArray>()
+        .with_timezone("UTC");
     let values = Arc::new(Float32Array::from(embeddings.to_vec()));
     let item = Arc::new(Field::new("item", DataType::Float32, false));
     let embedding = FixedSizeListArray::try_new(item, dim as i32, values, None)
         .map_err(|e| Error::Invalid(format!("embedding column: {e}")))?;
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(rows.iter().map(|r| Some(r.id.to_string())).collect::<StringArray>()),
-        Arc::new(rows.iter().map(|r| Some(r.scene.as_str())).collect::<StringArray>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.id.to_string()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.scene.as_str()))
+                .collect::<StringArray>(),
+        ),
         u32s(rows, |r| r.window.x),
         u32s(rows, |r| r.window.y),
         u32s(rows, |r| r.window.width),
@@ -226,7 +272,8 @@ pub fn write_part(path: &Path, rows: &[PatchRecord], embeddings: &[f32], dim: us
         .set_key_value_metadata(Some(vec![KeyValue::new("geo".to_string(), geo_metadata(rows))]))
         .build();
     fsutil::write_atomic_with(path, |w| {
-        let mut writer = ArrowWriter::try_new(w, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
+        let mut writer =
+            ArrowWriter::try_new(w, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
         writer.write(&batch).map_err(std::io::Error::other)?;
         writer.finish().map_err(std::io::Error::other)?;
         Ok(())
@@ -234,13 +281,18 @@ pub fn write_part(path: &Path, rows: &[PatchRecord], embeddings: &[f32], dim: us
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a ArrayRef> {
-    batch.column_by_name(name).ok_or_else(|| Error::table(path, format!("no column {name:?}")))
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::table(path, format!("no column {name:?}")))
 }
 
 fn strings(list: &arrow_array::ListArray, i: usize) -> Vec<String> {
     let v = list.value(i);
     let s = v.as_string::<i32>();
-    (0..s.len()).filter(|&j| s.is_valid(j)).map(|j| s.value(j).to_string()).collect()
+    (0..s.len())
+        .filter(|&j| s.is_valid(j))
+        .map(|j| s.value(j).to_string())
+        .collect()
 }
 
 /// Reads a part: its rows and their embeddings (row-major). Checks the embedding dimension.
@@ -254,35 +306,59 @@ pub fn read_part(path: &Path, dim: usize) -> Result<(Vec<PatchRecord>, Vec<f32>)
     for batch in reader {
         let batch = batch.map_err(|e| Error::table(path, e))?;
         let bad = |what: &str| Error::table(path, format!("column {what} has the wrong type"));
-        let ids = column(&batch, "patch_id", path)?.as_string_opt::<i32>().ok_or_else(|| bad("patch_id"))?;
-        let scenes = column(&batch, "scene", path)?.as_string_opt::<i32>().ok_or_else(|| bad("scene"))?;
+        let ids = column(&batch, "patch_id", path)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| bad("patch_id"))?;
+        let scenes = column(&batch, "scene", path)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| bad("scene"))?;
         let u32col = |n: &str| -> Result<&UInt32Array> {
-            column(&batch, n, path)?.as_primitive_opt::<UInt32Type>().ok_or_else(|| bad(n))
+            column(&batch, n, path)?
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or_else(|| bad(n))
         };
         let f64col = |n: &str| -> Result<&Float64Array> {
-            column(&batch, n, path)?.as_primitive_opt::<Float64Type>().ok_or_else(|| bad(n))
+            column(&batch, n, path)?
+                .as_primitive_opt::<Float64Type>()
+                .ok_or_else(|| bad(n))
         };
         let (x, y, w, h) = (u32col("x")?, u32col("y")?, u32col("width")?, u32col("height")?);
-        let geometry = column(&batch, "geometry", path)?.as_binary_opt::<i32>().ok_or_else(|| bad("geometry"))?;
+        let geometry = column(&batch, "geometry", path)?
+            .as_binary_opt::<i32>()
+            .ok_or_else(|| bad("geometry"))?;
         let (lon, lat, gsd) = (f64col("lon")?, f64col("lat")?, f64col("gsd_m")?);
-        let h3 = column(&batch, "h3_cells", path)?.as_list_opt::<i32>().ok_or_else(|| bad("h3_cells"))?;
+        let h3 = column(&batch, "h3_cells", path)?
+            .as_list_opt::<i32>()
+            .ok_or_else(|| bad("h3_cells"))?;
         let acquired = column(&batch, "acquired", path)?
             .as_primitive_opt::<TimestampMillisecondType>()
             .ok_or_else(|| bad("acquired"))?;
-        let tags = column(&batch, "tags", path)?.as_list_opt::<i32>().ok_or_else(|| bad("tags"))?;
-        let labels = column(&batch, "labels", path)?.as_list_opt::<i32>().ok_or_else(|| bad("labels"))?;
+        let tags = column(&batch, "tags", path)?
+            .as_list_opt::<i32>()
+            .ok_or_else(|| bad("tags"))?;
+        let labels = column(&batch, "labels", path)?
+            .as_list_opt::<i32>()
+            .ok_or_else(|| bad("labels"))?;
         let thumb_offset = column(&batch, "thumb_offset", path)?
             .as_primitive_opt::<UInt64Type>()
             .ok_or_else(|| bad("thumb_offset"))?;
         let thumb_len = u32col("thumb_len")?;
-        let emb = column(&batch, "embedding", path)?.as_fixed_size_list_opt().ok_or_else(|| bad("embedding"))?;
+        let emb = column(&batch, "embedding", path)?
+            .as_fixed_size_list_opt()
+            .ok_or_else(|| bad("embedding"))?;
         if emb.value_length() as usize != dim {
             return Err(Error::table(
                 path,
-                format!("embeddings have {} dimensions, the manifest says {dim}", emb.value_length()),
+                format!(
+                    "embeddings have {} dimensions, the manifest says {dim}",
+                    emb.value_length()
+                ),
             ));
         }
-        let values = emb.values().as_primitive_opt::<Float32Type>().ok_or_else(|| bad("embedding"))?;
+        let values = emb
+            .values()
+            .as_primitive_opt::<Float32Type>()
+            .ok_or_else(|| bad("embedding"))?;
         let start = emb.offset() * dim;
         embeddings.extend_from_slice(&values.values()[start..start + emb.len() * dim]);
         for i in 0..batch.num_rows() {
@@ -297,7 +373,12 @@ pub fn read_part(path: &Path, dim: usize) -> Result<(Vec<PatchRecord>, Vec<f32>)
             rows.push(PatchRecord {
                 id: ids.value(i).parse().map_err(|e: String| Error::table(path, e))?,
                 scene: scenes.value(i).to_string(),
-                window: Window { x: x.value(i), y: y.value(i), width: w.value(i), height: h.value(i) },
+                window: Window {
+                    x: x.value(i),
+                    y: y.value(i),
+                    width: w.value(i),
+                    height: h.value(i),
+                },
                 footprint,
                 centroid: (lon.is_valid(i) && lat.is_valid(i)).then(|| (lon.value(i), lat.value(i))),
                 h3: cells,
@@ -318,7 +399,12 @@ mod tests {
     use geo::polygon;
 
     fn record(i: u32, georef: bool) -> PatchRecord {
-        let window = Window { x: i * 10, y: 0, width: 10, height: 10 };
+        let window = Window {
+            x: i * 10,
+            y: 0,
+            width: 10,
+            height: 10,
+        };
         PatchRecord {
             id: PatchId::new("scene-a", &window),
             scene: "scene-a".into(),
@@ -352,7 +438,12 @@ mod tests {
 
     #[test]
     fn patch_ids_are_stable_and_parse() {
-        let w = Window { x: 1, y: 2, width: 3, height: 4 };
+        let w = Window {
+            x: 1,
+            y: 2,
+            width: 3,
+            height: 4,
+        };
         let id = PatchId::new("s", &w);
         assert_eq!(id, PatchId::new("s", &w));
         assert_ne!(id, PatchId::new("t", &w));

@@ -68,8 +68,15 @@ impl std::fmt::Debug for TextIndex {
 impl TextIndex {
     pub fn open(dir: &Path) -> Result<Self> {
         let index = Index::open_in_dir(dir)?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        Ok(TextIndex { index, reader, fields: schema().1 })
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(TextIndex {
+            index,
+            reader,
+            fields: schema().1,
+        })
     }
 
     /// The rows matching a keyword query (tantivy syntax; default fields scene, tags, labels).
@@ -83,7 +90,10 @@ impl TextIndex {
         let docs = searcher.search(&q, &DocSetCollector)?;
         let mut rows = Vec::with_capacity(docs.len());
         for addr in docs {
-            let col = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
+            let col = searcher
+                .segment_reader(addr.segment_ord)
+                .fast_fields()
+                .u64("row")?;
             if let Some(v) = col.first(addr.doc_id) {
                 rows.push(v as u32);
             }

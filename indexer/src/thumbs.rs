@@ -61,13 +61,18 @@ pub struct Pack {
 impl Pack {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        Ok(Pack { file, path: path.to_path_buf() })
+        Ok(Pack {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The thumbnail at (offset, length).
     pub fn get(&self, (offset, len): (u64, u32)) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len as usize];
-        self.file.read_exact_at(&mut buf, offset).map_err(|e| Error::io(&self.path, e))?;
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| Error::io(&self.path, e))?;
         Ok(buf)
     }
 }

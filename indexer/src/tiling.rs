@@ -52,7 +52,13 @@ pub struct Tiling {
 impl Tiling {
     /// Tiling for a model with input side `out`: windows of `out` pixels, no overlap.
     pub fn for_input(out: u32) -> Self {
-        Tiling { patch: out, stride: 1.0, ground_size_m: None, edge: Edge::Shift, out }
+        Tiling {
+            patch: out,
+            stride: 1.0,
+            ground_size_m: None,
+            edge: Edge::Shift,
+            out,
+        }
     }
 
     /// Checks the parameters.
@@ -61,7 +67,10 @@ impl Tiling {
             return Err(Error::Invalid(format!("patch size {} is too small", self.patch)));
         }
         if !(self.stride > 0.0 && self.stride <= 4.0) {
-            return Err(Error::Invalid(format!("stride {} must be in (0, 4] window sides", self.stride)));
+            return Err(Error::Invalid(format!(
+                "stride {} must be in (0, 4] window sides",
+                self.stride
+            )));
         }
         if let Some(g) = self.ground_size_m {
             if !(g.is_finite() && g > 0.0) {
@@ -86,13 +95,25 @@ impl Tiling {
         let chip = pixel_size_m.is_none() && width < 2 * side && height < 2 * side;
         if chip || width < side || height < side {
             let s = width.min(height);
-            return vec![Window { x: (width - s) / 2, y: (height - s) / 2, width: s, height: s }];
+            return vec![Window {
+                x: (width - s) / 2,
+                y: (height - s) / 2,
+                width: s,
+                height: s,
+            }];
         }
         let step = ((f64::from(side) * self.stride).round() as u32).max(1);
         let xs = starts(width, side, step, self.edge);
         let ys = starts(height, side, step, self.edge);
         ys.iter()
-            .flat_map(|&y| xs.iter().map(move |&x| Window { x, y, width: side, height: side }))
+            .flat_map(|&y| {
+                xs.iter().map(move |&x| Window {
+                    x,
+                    y,
+                    width: side,
+                    height: side,
+                })
+            })
             .collect()
     }
 }
@@ -137,9 +158,15 @@ mod tests {
 
     #[test]
     fn overlap_and_ground_size() {
-        let t = Tiling { stride: 0.5, ..Tiling::for_input(100) };
+        let t = Tiling {
+            stride: 0.5,
+            ..Tiling::for_input(100)
+        };
         assert_eq!(t.windows(300, 100, Some(1.0)).len(), 5);
-        let g = Tiling { ground_size_m: Some(50.0), ..Tiling::for_input(224) };
+        let g = Tiling {
+            ground_size_m: Some(50.0),
+            ..Tiling::for_input(224)
+        };
         assert_eq!(g.window_px(Some(0.5)), 100);
         assert_eq!(g.windows(1000, 1000, Some(0.5)).len(), 100);
     }
@@ -147,7 +174,15 @@ mod tests {
     #[test]
     fn small_scene_is_its_centred_square() {
         let t = Tiling::for_input(224);
-        assert_eq!(t.windows(256, 200, None), vec![Window { x: 28, y: 0, width: 200, height: 200 }]);
+        assert_eq!(
+            t.windows(256, 200, None),
+            vec![Window {
+                x: 28,
+                y: 0,
+                width: 200,
+                height: 200
+            }]
+        );
         assert_eq!(t.windows(256, 256, None).len(), 1);
         assert_eq!(t.windows(256, 256, Some(0.3)).len(), 4);
     }

@@ -36,11 +36,19 @@ impl Cursor<'_> {
     }
     fn u32(&mut self) -> Result<u32, String> {
         let b = self.take::<4>()?;
-        Ok(if self.le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
+        Ok(if self.le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
     }
     fn f64(&mut self) -> Result<f64, String> {
         let b = self.take::<8>()?;
-        Ok(if self.le { f64::from_le_bytes(b) } else { f64::from_be_bytes(b) })
+        Ok(if self.le {
+            f64::from_le_bytes(b)
+        } else {
+            f64::from_be_bytes(b)
+        })
     }
     fn header(&mut self) -> Result<u32, String> {
         self.le = match self.take::<1>()?[0] {
@@ -62,7 +70,10 @@ impl Cursor<'_> {
             }
             let mut pts = Vec::with_capacity(n);
             for _ in 0..n {
-                pts.push(Coord { x: self.f64()?, y: self.f64()? });
+                pts.push(Coord {
+                    x: self.f64()?,
+                    y: self.f64()?,
+                });
             }
             rings.push(LineString(pts));
         }
@@ -74,7 +85,11 @@ impl Cursor<'_> {
 
 /// Decodes a WKB polygon or multipolygon.
 pub fn read_multipolygon(buf: &[u8]) -> Result<MultiPolygon<f64>, String> {
-    let mut c = Cursor { buf, pos: 0, le: true };
+    let mut c = Cursor {
+        buf,
+        pos: 0,
+        le: true,
+    };
     match c.header()? {
         3 => Ok(MultiPolygon(vec![c.polygon_body()?])),
         6 => {

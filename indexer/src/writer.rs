@@ -63,9 +63,17 @@ impl IndexWriter {
         let lock = WriterLock::acquire(dir)?;
         let manifest = if Manifest::exists(dir) {
             let m = Manifest::load(dir)?;
-            m.model.id().ensure_same(&model.id()).map_err(|e| {
-                Error::Invalid(format!("index {} was built with another model: {e}", dir.display()))
-            })?;
+            if m.model.id() != model.id() {
+                return Err(Error::Invalid(format!(
+                    "index {} was built with `{}` (sha256 {}); adding with `{}` (sha256 {}) would mix two \
+                     vector spaces: pass the index's model, or use a new index",
+                    dir.display(),
+                    m.model.name,
+                    &m.model.sha256[..m.model.sha256.len().min(12)],
+                    model.name,
+                    &model.sha256[..model.sha256.len().min(12)],
+                )));
+            }
             if m.tiling != tiling || m.raster != raster {
                 return Err(Error::Invalid(format!(
                     "index {} was built with other patch settings ({}); use the same ones or a new index",
@@ -81,7 +89,13 @@ impl IndexWriter {
         if removed > 0 {
             tracing::info!(removed, "removed files of an interrupted run");
         }
-        Ok(IndexWriter { dir: dir.to_path_buf(), manifest, pending: Pending::default(), oldest_pending: None, _lock: lock })
+        Ok(IndexWriter {
+            dir: dir.to_path_buf(),
+            manifest,
+            pending: Pending::default(),
+            oldest_pending: None,
+            _lock: lock,
+        })
     }
 
     /// The last committed manifest.
@@ -96,14 +110,27 @@ impl IndexWriter {
     /// Whether a scene with this id and checksum is already indexed (or buffered).
     pub fn has_scene(&self, id: &str, sha256: &str) -> bool {
         self.manifest.scene(id).is_some_and(|s| s.sha256 == sha256)
-            || self.pending.scenes.iter().any(|s| s.id == id && s.sha256 == sha256)
+            || self
+                .pending
+                .scenes
+                .iter()
+                .any(|s| s.id == id && s.sha256 == sha256)
     }
 
     /// Buffers a finished scene; commits when enough is buffered.
     pub fn add_scene(&mut self, scene: SceneRows) -> Result<()> {
-        let SceneRows { mut entry, mut rows, vectors, thumbnails } = scene;
+        let SceneRows {
+            mut entry,
+            mut rows,
+            vectors,
+            thumbnails,
+        } = scene;
         assert_eq!(rows.len(), thumbnails.len(), "one thumbnail per row");
-        assert_eq!(vectors.len(), rows.len() * self.manifest.model.dim, "one embedding per row");
+        assert_eq!(
+            vectors.len(),
+            rows.len() * self.manifest.model.dim,
+            "one embedding per row"
+        );
         if let Some(i) = self.pending.scenes.iter().position(|s| s.id == entry.id) {
             // The same scene twice in one batch: keep the newer.
             self.pending.scenes.remove(i);
@@ -117,7 +144,8 @@ impl IndexWriter {
         self.pending.rows.extend(rows);
         self.pending.vectors.extend(vectors);
         self.oldest_pending.get_or_insert_with(Instant::now);
-        if self.pending.rows.len() >= FLUSH_ROWS || self.oldest_pending.is_some_and(|t| t.elapsed() >= FLUSH_AFTER)
+        if self.pending.rows.len() >= FLUSH_ROWS
+            || self.oldest_pending.is_some_and(|t| t.elapsed() >= FLUSH_AFTER)
         {
             self.commit()?;
         }
@@ -133,21 +161,41 @@ impl IndexWriter {
             keep[i - 1]
         });
         let vectors = std::mem::take(&mut self.pending.vectors);
-        self.pending.vectors =
-            vectors.chunks_exact(dim).zip(&keep).filter(|(_, k)| **k).flat_map(|(v, _)| v.to_vec()).collect();
+        self.pending.vectors = vectors
+            .chunks_exact(dim)
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .flat_map(|(v, _)| v.to_vec())
+            .collect();
     }
 
     fn new_part_id(&self, generation: u64) -> String {
         use sha2::{Digest, Sha256};
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let h = Sha256::digest(format!("{}-{}-{:?}", std::process::id(), generation, nanos));
         format!("{generation:06}-{}", hex::encode(&h[..4]))
     }
 
-    fn write_part(&self, id: &str, rows: &[PatchRecord], vectors: &[f32], pack: &PackBuilder) -> Result<PartEntry> {
-        let part = PartEntry { id: id.to_string(), rows: rows.len() };
+    fn write_part(
+        &self,
+        id: &str,
+        rows: &[PatchRecord],
+        vectors: &[f32],
+        pack: &PackBuilder,
+    ) -> Result<PartEntry> {
+        let part = PartEntry {
+            id: id.to_string(),
+            rows: rows.len(),
+        };
         pack.write(&self.dir.join(part.thumbs_file()))?;
-        table::write_part(&self.dir.join(part.table_file()), rows, vectors, self.manifest.model.dim)?;
+        table::write_part(
+            &self.dir.join(part.table_file()),
+            rows,
+            vectors,
+            self.manifest.model.dim,
+        )?;
         Ok(part)
     }
 
@@ -167,8 +215,13 @@ impl IndexWriter {
             .map(|s| s.id.as_str())
             .collect();
         // Rewrite the parts holding rows of replaced scenes without them.
-        let affected: HashSet<&str> =
-            self.manifest.scenes.iter().filter(|s| replaced.contains(s.id.as_str())).map(|s| s.part.as_str()).collect();
+        let affected: HashSet<&str> = self
+            .manifest
+            .scenes
+            .iter()
+            .filter(|s| replaced.contains(s.id.as_str()))
+            .map(|s| s.part.as_str())
+            .collect();
         let mut parts = Vec::with_capacity(next.parts.len() + 1);
         for part in &self.manifest.parts {
             if !affected.contains(part.id.as_str()) {
@@ -215,7 +268,9 @@ impl IndexWriter {
     /// them and removes superseded files.
     pub fn rebuild_derived(&mut self) -> Result<()> {
         self.commit()?;
-        if self.manifest.derived_current() || (self.manifest.generation == 0 && self.manifest.parts.is_empty()) {
+        if self.manifest.derived_current()
+            || (self.manifest.generation == 0 && self.manifest.parts.is_empty())
+        {
             return Ok(());
         }
         let generation = self.manifest.generation;
@@ -240,8 +295,12 @@ impl IndexWriter {
         };
         text::build(&tmp, &rows.records, &names)?;
         fsutil::publish_dir(&tmp, &self.dir.join(&text_name))?;
-        self.manifest.derived =
-            Some(Derived { generation, rows: rows.records.len(), hnsw, text: text_name });
+        self.manifest.derived = Some(Derived {
+            generation,
+            rows: rows.records.len(),
+            hnsw,
+            text: text_name,
+        });
         self.manifest.save(&self.dir)?;
         fsutil::collect_garbage(&self.dir, &self.manifest.live_paths())?;
         Ok(())

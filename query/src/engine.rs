@@ -1,0 +1,156 @@
+//! The query engine: an opened index, its H3 lookup and the index's own encoder, loaded once and
+//! shared by every query. An encoder whose model id differs from the one recorded in the index is
+//! refused: its vectors live in another space.
+
+use std::path::Path;
+use std::time::Instant;
+
+use nadir_clip::registry::{load_encoder, ModelSpec};
+use nadir_clip::Encoder;
+use nadir_indexer::{Index, PatchId};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::cells::CellLookup;
+use crate::error::{Error, Result};
+use crate::hit::{Hit, SearchResponse};
+use crate::plan::{self, Plan};
+use crate::request::SearchRequest;
+use crate::search;
+
+/// An index ready to answer queries.
+pub struct Engine {
+    index: Index,
+    cells: CellLookup,
+    encoder: Option<Box<dyn Encoder>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("index", &self.index.dir())
+            .field("encoder", &self.encoder.is_some())
+            .finish()
+    }
+}
+
+/// What `/api/info` reports.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IndexInfo {
+    pub model: String,
+    pub model_sha256: String,
+    pub dim: usize,
+    /// Whether text queries work.
+    pub text: bool,
+    pub patches: usize,
+    pub scenes: usize,
+    /// Whether any patch has a footprint (else the UI shows a gallery).
+    pub georeferenced: bool,
+    /// `[min_lon, min_lat, max_lon, max_lat]` of all footprints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[f64; 4]>,
+}
+
+impl Engine {
+    /// Opens the index in `dir` and loads its model: `model` when given (it must be the index's
+    /// model), else the one the manifest names. An index of imported embeddings has no encoder.
+    pub fn open(dir: &Path, model: Option<ModelSpec>) -> Result<Self> {
+        let index = Index::open(dir)?;
+        let info = index.model().clone();
+        let encoder = if !info.text && model.is_none() {
+            None
+        } else {
+            let spec = model.unwrap_or_else(|| ModelSpec {
+                model: Some(info.source.clone().unwrap_or(info.name.clone())),
+                ..Default::default()
+            });
+            Some(load_encoder(&spec)?)
+        };
+        Self::new(index, encoder)
+    }
+
+    /// Wraps an opened index and an encoder, checking that the encoder is the index's model.
+    pub fn new(index: Index, encoder: Option<Box<dyn Encoder>>) -> Result<Self> {
+        if let Some(enc) = &encoder {
+            index.model().id().ensure_same(&enc.model_id()?)?;
+        }
+        let cells = CellLookup::new(index.records());
+        Ok(Engine {
+            index,
+            cells,
+            encoder,
+        })
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Plans a request (exposed for tests and benchmarks).
+    pub fn plan(&self, req: &SearchRequest) -> Result<Plan> {
+        plan::plan(&self.index, &self.cells, self.encoder.as_deref(), req)
+    }
+
+    /// Runs a search.
+    pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {
+        let start = Instant::now();
+        let plan = self.plan(req)?;
+        let (found, strategy) = search::execute(&self.index, &plan);
+        Ok(SearchResponse {
+            hits: found
+                .into_iter()
+                .map(|(r, s)| Hit::new(&self.index, r, Some(s)))
+                .collect(),
+            candidates: plan.candidates.count(self.index.len()),
+            total: self.index.len(),
+            strategy,
+            took_ms: start.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    fn row(&self, id: &str) -> Result<u32> {
+        let pid: PatchId = id.parse().map_err(Error::BadRequest)?;
+        self.index
+            .row_of(pid)
+            .ok_or_else(|| Error::UnknownPatch(id.to_string()))
+    }
+
+    /// The metadata of one patch.
+    pub fn patch(&self, id: &str) -> Result<Hit> {
+        Ok(Hit::new(&self.index, self.row(id)?, None))
+    }
+
+    /// The patch containing (lon, lat).
+    pub fn patch_at(&self, lon: f64, lat: f64) -> Result<Hit> {
+        let row = plan::row_at(&self.index, &self.cells, lon, lat)
+            .ok_or_else(|| Error::bad(format!("no indexed patch contains ({lon}, {lat})")))?;
+        Ok(Hit::new(&self.index, row, None))
+    }
+
+    /// The JPEG thumbnail of one patch.
+    pub fn thumbnail(&self, id: &str) -> Result<Vec<u8>> {
+        Ok(self.index.thumbnail(self.row(id)?)?)
+    }
+
+    /// A summary of the index.
+    pub fn info(&self) -> IndexInfo {
+        let m = self.index.model();
+        let mut bbox: Option<[f64; 4]> = None;
+        for r in self.index.records() {
+            if let Some((x, y)) = r.centroid {
+                let b = bbox.get_or_insert([x, y, x, y]);
+                *b = [b[0].min(x), b[1].min(y), b[2].max(x), b[3].max(y)];
+            }
+        }
+        IndexInfo {
+            model: m.name.clone(),
+            model_sha256: m.sha256.clone(),
+            dim: m.dim,
+            text: m.text && self.encoder.is_some(),
+            patches: self.index.len(),
+            scenes: self.index.manifest().scenes.len(),
+            georeferenced: bbox.is_some(),
+            bbox,
+        }
+    }
+}

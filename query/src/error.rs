@@ -1,0 +1,31 @@
+//! The one error type of the `query` crate.
+
+/// Everything that can go wrong while planning or running a query.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or asks for something the index cannot do: the caller's fault
+    /// (the service answers 4xx with this message).
+    #[error("{0}")]
+    BadRequest(String),
+
+    /// A patch id that is not in the index.
+    #[error("unknown patch {0}")]
+    UnknownPatch(String),
+
+    /// The index could not be read.
+    #[error(transparent)]
+    Index(#[from] nadir_indexer::Error),
+
+    /// The encoder failed.
+    #[error(transparent)]
+    Model(#[from] nadir_clip::Error),
+}
+
+/// The `query` crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
+        Error::BadRequest(message.into())
+    }
+}

@@ -1,0 +1,272 @@
+//! Planning: a validated request becomes a [`Plan`]: one query vector (text, positives and
+//! negatives combined as documented on [`SearchRequest`]) and the set of rows the filters allow
+//! (geofilter through the H3 covering then exact containment, keywords through tantivy, time
+//! range), plus the example rows to leave out of the results.
+
+use std::collections::HashSet;
+
+use nadir_clip::Encoder;
+use nadir_indexer::{Index, PatchId};
+
+use crate::cells::CellLookup;
+use crate::error::{Error, Result};
+use crate::request::{Example, SearchRequest};
+
+/// Rows a search may return.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Candidates {
+    /// No filter.
+    All,
+    /// Sorted row numbers.
+    Rows(Vec<u32>),
+}
+
+impl Candidates {
+    /// How many rows pass, out of `total`.
+    pub fn count(&self, total: usize) -> usize {
+        match self {
+            Candidates::All => total,
+            Candidates::Rows(r) => r.len(),
+        }
+    }
+
+    fn intersect(self, mut rows: Vec<u32>) -> Candidates {
+        rows.sort_unstable();
+        rows.dedup();
+        match self {
+            Candidates::All => Candidates::Rows(rows),
+            Candidates::Rows(mine) => {
+                let keep: HashSet<u32> = rows.into_iter().collect();
+                Candidates::Rows(mine.into_iter().filter(|r| keep.contains(r)).collect())
+            }
+        }
+    }
+}
+
+/// A planned query.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// L2-normalised query vector.
+    pub vector: Vec<f32>,
+    pub candidates: Candidates,
+    /// Example rows, left out of the results.
+    pub exclude: HashSet<u32>,
+    pub k: usize,
+    pub min_score: Option<f32>,
+}
+
+/// Normalises in place; fails on a zero vector.
+pub fn normalize(v: &mut [f32]) -> Result<()> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if !(n > 1e-12 && n.is_finite()) {
+        return Err(Error::bad(
+            "the query vector is zero (the negatives cancel the rest)",
+        ));
+    }
+    v.iter_mut().for_each(|x| *x /= n);
+    Ok(())
+}
+
+fn mean(vectors: &[Vec<f32>], dim: usize) -> Option<Vec<f32>> {
+    if vectors.is_empty() {
+        return None;
+    }
+    let mut m = vec![0.0f32; dim];
+    for v in vectors {
+        m.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+    }
+    m.iter_mut().for_each(|a| *a /= vectors.len() as f32);
+    Some(m)
+}
+
+/// Combines the parts of a query: `normalize(t + mean(p) - w * mean(n))`.
+pub fn combine(
+    text: Option<&[f32]>,
+    positives: &[Vec<f32>],
+    negatives: &[Vec<f32>],
+    w: f32,
+    dim: usize,
+) -> Result<Vec<f32>> {
+    let mut q = vec![0.0f32; dim];
+    if let Some(t) = text {
+        q.iter_mut().zip(t).for_each(|(a, b)| *a += b);
+    }
+    if let Some(p) = mean(positives, dim) {
+        q.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
+    if let Some(n) = mean(negatives, dim) {
+        q.iter_mut().zip(&n).for_each(|(a, b)| *a -= w * b);
+    }
+    normalize(&mut q)?;
+    Ok(q)
+}
+
+/// The row of the patch whose footprint contains (lon, lat): the nearest centroid among the rows
+/// whose footprint contains the point.
+pub fn row_at(index: &Index, cells: &CellLookup, lon: f64, lat: f64) -> Option<u32> {
+    use geo::{Contains, Distance, Haversine, Point};
+    let p = Point::new(lon, lat);
+    let mut rows = Vec::new();
+    if let (Some(res), Ok(ll)) = (cells.resolution(), h3o::LatLng::new(lat, lon)) {
+        // Footprints are small next to a resolution-3 cell; look in the point's cell and its ring.
+        let coarse = ll.to_cell(h3o::Resolution::Three.min(res));
+        for c in coarse.grid_disk::<Vec<_>>(1) {
+            cells.rows_in(c, &mut rows);
+        }
+    }
+    rows.into_iter()
+        .filter(|&r| index.record(r).footprint.as_ref().is_some_and(|f| f.contains(&p)))
+        .min_by(|&a, &b| {
+            let d = |r: u32| {
+                index
+                    .record(r)
+                    .centroid
+                    .map_or(f64::MAX, |(x, y)| Haversine.distance(p, Point::new(x, y)))
+            };
+            d(a).total_cmp(&d(b))
+        })
+}
+
+/// Resolves examples to embeddings, and the rows they name.
+fn examples(
+    index: &Index,
+    cells: &CellLookup,
+    encoder: Option<&dyn Encoder>,
+    list: &[Example],
+    exclude: &mut HashSet<u32>,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(list.len());
+    for ex in list {
+        let given = [
+            ex.patch.is_some(),
+            ex.lon.is_some() || ex.lat.is_some(),
+            ex.image_base64.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(Error::bad(
+                "an example needs exactly one of patch, lon with lat, or image_base64",
+            ));
+        }
+        if let Some(id) = &ex.patch {
+            let pid: PatchId = id.parse().map_err(Error::BadRequest)?;
+            let row = index.row_of(pid).ok_or_else(|| Error::UnknownPatch(id.clone()))?;
+            exclude.insert(row);
+            out.push(index.vector(row).to_vec());
+        } else if let Some(b64) = &ex.image_base64 {
+            use base64::Engine as _;
+            let enc = encoder.ok_or_else(|| {
+                Error::bad(format!(
+                    "model {} has no image tower here: use patch examples",
+                    index.model().name
+                ))
+            })?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| Error::bad(format!("image_base64 is not base64: {e}")))?;
+            let img = nadir_clip::image::load_from_memory(&bytes)
+                .map_err(|e| Error::bad(format!("image_base64 is not an image: {e}")))?
+                .to_rgb8();
+            out.extend(enc.embed_images(&[img])?);
+        } else {
+            let (Some(lon), Some(lat)) = (ex.lon, ex.lat) else {
+                return Err(Error::bad("an example location needs both lon and lat"));
+            };
+            let row = row_at(index, cells, lon, lat)
+                .ok_or_else(|| Error::bad(format!("no indexed patch contains ({lon}, {lat})")))?;
+            exclude.insert(row);
+            out.push(index.vector(row).to_vec());
+        }
+    }
+    Ok(out)
+}
+
+/// Plans a request on an index.
+pub fn plan(
+    index: &Index,
+    cells: &CellLookup,
+    encoder: Option<&dyn Encoder>,
+    req: &SearchRequest,
+) -> Result<Plan> {
+    req.validate()?;
+    let dim = index.dim();
+    let text = match req.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => {
+            if !index.model().text {
+                return Err(Error::bad(format!(
+                    "model {} has no text tower: search this index with example patches or locations",
+                    index.model().name
+                )));
+            }
+            let enc = encoder.ok_or_else(|| {
+                Error::bad(format!(
+                    "the text encoder of model {} is not loaded",
+                    index.model().name
+                ))
+            })?;
+            Some(enc.embed_texts(&[t])?.remove(0))
+        }
+    };
+    let mut exclude = HashSet::new();
+    let positives = examples(index, cells, encoder, &req.positives, &mut exclude)?;
+    let negatives = examples(index, cells, encoder, &req.negatives, &mut exclude)?;
+    let vector = combine(text.as_deref(), &positives, &negatives, req.negative_weight, dim)?;
+
+    let mut candidates = Candidates::All;
+    if let Some(g) = &req.geofilter {
+        let area = g.area()?;
+        let mut rows = Vec::new();
+        match cells.resolution().and_then(|res| area.covering(res)) {
+            Some(covering) => covering.into_iter().for_each(|c| cells.rows_in(c, &mut rows)),
+            None => rows.extend(0..index.len() as u32),
+        }
+        rows.retain(|&r| {
+            index
+                .record(r)
+                .centroid
+                .is_some_and(|(lon, lat)| area.contains(lon, lat))
+        });
+        candidates = candidates.intersect(rows);
+    }
+    if let Some(k) = req.keywords.as_deref().filter(|k| !k.trim().is_empty()) {
+        let text_index = index.text().ok_or_else(|| {
+            Error::bad("the keyword index is being rebuilt; run `nadir index add` to finish it")
+        })?;
+        candidates = candidates.intersect(text_index.matching_rows(k)?);
+    }
+    if let Some(t) = &req.time {
+        let (from, to) = t.bounds()?;
+        let pool: Box<dyn Iterator<Item = u32>> = match &candidates {
+            Candidates::All => Box::new(0..index.len() as u32),
+            Candidates::Rows(r) => Box::new(r.clone().into_iter()),
+        };
+        let rows = pool
+            .filter(|&r| index.record(r).acquired_ms.is_some_and(|t| t >= from && t <= to))
+            .collect();
+        candidates = candidates.intersect(rows);
+    }
+    Ok(Plan {
+        vector,
+        candidates,
+        exclude,
+        k: req.k,
+        min_score: req.min_score,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combination_follows_the_documented_formula() {
+        let t = [1.0, 0.0, 0.0];
+        let p = vec![vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0]];
+        let n = vec![vec![1.0, 0.0, 0.0]];
+        let q = combine(Some(&t), &p, &n, 0.5, 3).unwrap();
+        // t + mean(p) - 0.5 n = (0.5, 0.5, 0.5)
+        let e = 1.0 / 3f32.sqrt();
+        assert!(q.iter().all(|x| (x - e).abs() < 1e-6), "{q:?}");
+        assert!(combine(Some(&t), &[], &n, 1.0, 3).is_err());
+    }
+}

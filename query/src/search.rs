@@ -1,0 +1,114 @@
+//! Execution: filtered ANN search, rerank, top-k. With no filter the HNSW graph answers; with a
+//! filter that keeps few rows (their vectors fit in [`EXACT_SCAN_BYTES`]) an exact scan of those
+//! rows is both faster and exact (the shared ANN notes: filtered HNSW costs 30-400 ms where a scan
+//! of 1-10k rows takes under 1 ms); otherwise hnsw_rs's filtered search visits only allowed rows.
+//! Candidates are then rescored exactly, the examples dropped, and the best `k` kept.
+
+use std::collections::HashSet;
+
+use nadir_indexer::Index;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::plan::{Candidates, Plan};
+
+/// Filtered sets whose vectors take at most this many bytes are scanned exactly.
+pub const EXACT_SCAN_BYTES: usize = 32 << 20;
+
+/// How a query was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Exact scan of every allowed row.
+    Exact,
+    /// HNSW over the whole index.
+    Hnsw,
+    /// HNSW visiting only allowed rows.
+    HnswFiltered,
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The ef (search breadth) for `k` results.
+fn ef_for(k: usize, selectivity: f64) -> usize {
+    let base = (2 * k).max(64) as f64;
+    // Filtered graph walks need more breadth as fewer nodes count.
+    (base / selectivity.clamp(0.05, 1.0)).min(2048.0) as usize
+}
+
+/// Runs a plan: (row, score) best first, at most `k`.
+pub fn execute(index: &Index, plan: &Plan) -> (Vec<(u32, f32)>, Strategy) {
+    let n = index.len();
+    let want = plan.k + plan.exclude.len();
+    let allowed = plan.candidates.count(n);
+    let scan_fits = allowed * index.dim() * 4 <= EXACT_SCAN_BYTES;
+    let (found, strategy) = match (&plan.candidates, index.ann()) {
+        (Candidates::All, Some(ann)) if !scan_fits => (
+            ann.search(&plan.vector, want, ef_for(want, 1.0), None),
+            Strategy::Hnsw,
+        ),
+        (Candidates::Rows(rows), Some(ann)) if !scan_fits => {
+            let mut bits = vec![0u64; n.div_ceil(64)];
+            for &r in rows {
+                bits[r as usize / 64] |= 1 << (r % 64);
+            }
+            let filter = move |id: &usize| bits[*id / 64] >> (*id % 64) & 1 == 1;
+            let ef = ef_for(want, allowed as f64 / n.max(1) as f64);
+            (
+                ann.search(&plan.vector, want, ef, Some(&filter)),
+                Strategy::HnswFiltered,
+            )
+        }
+        (Candidates::All, _) => (scan(index, &plan.vector, 0..n as u32, want), Strategy::Exact),
+        (Candidates::Rows(rows), _) => (
+            scan(index, &plan.vector, rows.iter().copied(), want),
+            Strategy::Exact,
+        ),
+    };
+    (rerank(index, plan, found), strategy)
+}
+
+/// Exact top-`want` over `rows`.
+fn scan(index: &Index, q: &[f32], rows: impl Iterator<Item = u32>, want: usize) -> Vec<(u32, f32)> {
+    let mut heap = std::collections::BinaryHeap::with_capacity(want + 1);
+    for r in rows {
+        let s = dot(q, index.vector(r));
+        heap.push(std::cmp::Reverse((OrdF32(s), r)));
+        if heap.len() > want {
+            heap.pop();
+        }
+    }
+    heap.into_iter()
+        .map(|std::cmp::Reverse((s, r))| (r, s.0))
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OrdF32(f32);
+impl Eq for OrdF32 {}
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrdF32 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Exact scores, examples and low scores dropped, best first, `k` kept.
+fn rerank(index: &Index, plan: &Plan, found: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
+    let mut seen = HashSet::with_capacity(found.len());
+    let mut out: Vec<(u32, f32)> = found
+        .into_iter()
+        .filter(|(r, _)| !plan.exclude.contains(r) && seen.insert(*r))
+        .map(|(r, _)| (r, dot(&plan.vector, index.vector(r))))
+        .filter(|(_, s)| plan.min_score.is_none_or(|m| *s >= m))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    out.truncate(plan.k);
+    out
+}

@@ -1,0 +1,318 @@
+//! The HTTP service (axum): search, similar, patch metadata, thumbnails, index info, health, and
+//! the OpenAPI document at `/openapi.json`. One [`ApiError`] turns every failure into a response:
+//! 4xx with a message for the caller's mistakes, 5xx logged and generic for ours. Bodies are
+//! limited in size, queries in time; the engine is shared, read-only, by every request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::engine::{Engine, IndexInfo};
+use crate::error::Error;
+use crate::geofilter::GeoFilter;
+use crate::hit::{Hit, SearchResponse};
+use crate::request::{Example, SearchRequest, TimeRange};
+use crate::search::Strategy;
+
+/// Largest request body (an uploaded example image, base64-encoded, fits).
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Service settings.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// A query taking longer is answered 503.
+    pub query_timeout: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            query_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct AppState {
+    engine: Arc<Engine>,
+    config: ServiceConfig,
+}
+
+/// The error body of every 4xx and 5xx answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// An HTTP error: a status and a message for the caller.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
+            Error::UnknownPatch(id) => ApiError::new(StatusCode::NOT_FOUND, format!("unknown patch {id}")),
+            Error::Model(nadir_clip::Error::InvalidInput(m)) => ApiError::new(StatusCode::BAD_REQUEST, m),
+            Error::Index(nadir_indexer::Error::Invalid(m)) => ApiError::new(StatusCode::BAD_REQUEST, m),
+            other => {
+                tracing::error!(error = %other, "query failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error (logged by the server)",
+                )
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::new(r.status(), r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::new(r.status(), r.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorBody { error: self.message })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Runs blocking engine work off the async threads, within the query time limit.
+async fn run<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&Engine) -> crate::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    let engine = state.engine.clone();
+    let task = tokio::task::spawn_blocking(move || work(&engine));
+    match tokio::time::timeout(state.config.query_timeout, task).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the query took longer than {} s",
+                state.config.query_timeout.as_secs_f64()
+            ),
+        )),
+        Ok(Err(join)) => {
+            tracing::error!(error = %join, "query task panicked");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error (logged by the server)",
+            ))
+        }
+        Ok(Ok(result)) => Ok(result?),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    status: String,
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+/// What the index holds.
+#[utoipa::path(get, path = "/api/info", responses((status = 200, body = IndexInfo)))]
+async fn info(State(s): State<AppState>) -> Json<IndexInfo> {
+    Json(s.engine.info())
+}
+
+/// Search by text and/or examples, within a geofilter, keywords and time range.
+#[utoipa::path(post, path = "/api/search", request_body = SearchRequest,
+    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn search(
+    State(s): State<AppState>,
+    body: Result<Json<SearchRequest>, JsonRejection>,
+) -> ApiResult<Json<SearchResponse>> {
+    let Json(req) = body?;
+    Ok(Json(run(&s, move |e| e.search(&req)).await?))
+}
+
+/// The same search, answered as a GeoJSON FeatureCollection.
+#[utoipa::path(post, path = "/api/search/geojson", request_body = SearchRequest,
+    responses((status = 200, body = Object, description = "GeoJSON FeatureCollection"), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn search_geojson(
+    State(s): State<AppState>,
+    body: Result<Json<SearchRequest>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(req) = body?;
+    Ok(Json(run(&s, move |e| e.search(&req)).await?.feature_collection()))
+}
+
+/// Parameters of `/api/similar`: a patch id, or a location.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SimilarParams {
+    /// Patch id.
+    patch: Option<String>,
+    lon: Option<f64>,
+    lat: Option<f64>,
+    /// Results (default 20).
+    k: Option<usize>,
+}
+
+/// Patches that look like a patch, or like the place at a location.
+#[utoipa::path(get, path = "/api/similar", params(SimilarParams),
+    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn similar(
+    State(s): State<AppState>,
+    p: Result<Query<SimilarParams>, QueryRejection>,
+) -> ApiResult<Json<SearchResponse>> {
+    let Query(p) = p?;
+    let example = Example {
+        patch: p.patch,
+        lon: p.lon,
+        lat: p.lat,
+        image_base64: None,
+    };
+    let req = SearchRequest {
+        positives: vec![example],
+        k: p.k.unwrap_or(20),
+        negative_weight: 0.5,
+        ..Default::default()
+    };
+    Ok(Json(run(&s, move |e| e.search(&req)).await?))
+}
+
+/// One patch's metadata.
+#[utoipa::path(get, path = "/api/patches/{id}", params(("id" = String, Path, description = "patch id")),
+    responses((status = 200, body = Hit), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn patch(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Hit>> {
+    Ok(Json(run(&s, move |e| e.patch(&id)).await?))
+}
+
+/// Location parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct LonLat {
+    lon: f64,
+    lat: f64,
+}
+
+/// The patch whose footprint contains a location.
+#[utoipa::path(get, path = "/api/patch_at", params(LonLat),
+    responses((status = 200, body = Hit), (status = 400, body = ErrorBody)))]
+async fn patch_at(
+    State(s): State<AppState>,
+    p: Result<Query<LonLat>, QueryRejection>,
+) -> ApiResult<Json<Hit>> {
+    let Query(p) = p?;
+    Ok(Json(run(&s, move |e| e.patch_at(p.lon, p.lat)).await?))
+}
+
+/// A patch's JPEG thumbnail.
+#[utoipa::path(get, path = "/api/patches/{id}/thumbnail.jpg", params(("id" = String, Path, description = "patch id")),
+    responses((status = 200, content_type = "image/jpeg", body = Vec<u8>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn thumbnail(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let bytes = run(&s, move |e| e.thumbnail(&id)).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Nadir",
+        description = "Semantic search for satellite and aerial imagery."
+    ),
+    paths(health, info, search, search_geojson, similar, patch, patch_at, thumbnail),
+    components(schemas(
+        SearchRequest,
+        Example,
+        TimeRange,
+        GeoFilter,
+        SearchResponse,
+        Hit,
+        IndexInfo,
+        ErrorBody,
+        Strategy
+    ))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of the service.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route; see /openapi.json")
+}
+
+/// The service's router over an engine.
+pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
+    let state = AppState { engine, config };
+    Router::new()
+        .route("/health", get(health))
+        .route("/openapi.json", get(openapi_json))
+        .route("/api/info", get(info))
+        .route("/api/search", post(search))
+        .route("/api/search/geojson", post(search_geojson))
+        .route("/api/similar", get(similar))
+        .route("/api/patch_at", get(patch_at))
+        .route("/api/patches/{id}", get(patch))
+        .route("/api/patches/{id}/thumbnail.jpg", get(thumbnail))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves `engine` on `addr` until Ctrl-C.
+pub async fn serve(
+    engine: Arc<Engine>,
+    addr: std::net::SocketAddr,
+    config: ServiceConfig,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving");
+    axum::serve(listener, router(engine, config))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}
