@@ -14,6 +14,7 @@ pub mod ann;
 pub mod cells;
 pub mod error;
 mod fsutil;
+pub mod import;
 pub mod landcover;
 pub mod manifest;
 pub mod pipeline;

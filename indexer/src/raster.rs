@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use gdal::raster::{ColorInterpretation, GdalDataType, RasterBand, ResampleAlg};
+use gdal::errors::GdalError;
+use gdal::raster::{ColorInterpretation as Ci, GdalDataType, GdalType, RasterBand, ResampleAlg};
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::{Dataset, DatasetOptions, GdalOpenFlags, GeoTransformEx, Metadata};
 use geo::{Distance, Geodesic, Orient, Point, Polygon};
@@ -15,6 +16,9 @@ use crate::error::{Error, Result};
 
 /// Long side of the decimated read used for the stretch statistics (and the open-time probe).
 const PROBE_SIDE: f64 = 1024.0;
+
+/// A source rectangle: x, y, width, height in pixels.
+type Rect = (usize, usize, usize, usize);
 
 /// How to turn source pixels into 8-bit RGB.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +56,29 @@ pub struct Window {
     pub height: u32,
 }
 
+impl Window {
+    pub const fn new(x: u32, y: u32, width: u32, height: u32) -> Self {
+        Window { x, y, width, height }
+    }
+
+    /// Corners and edge midpoints in pixel coordinates, clockwise on screen from the top-left.
+    fn ring(&self) -> [(f64, f64); 8] {
+        let (x0, y0) = (self.x as f64, self.y as f64);
+        let (x1, y1) = (x0 + self.width as f64, y0 + self.height as f64);
+        let (xm, ym) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
+        [
+            (x0, y0),
+            (xm, y0),
+            (x1, y0),
+            (x1, ym),
+            (x1, y1),
+            (xm, y1),
+            (x0, y1),
+            (x0, ym),
+        ]
+    }
+}
+
 /// An opened input raster.
 pub struct Scene {
     path: PathBuf,
@@ -60,9 +87,9 @@ pub struct Scene {
     band_count: usize,
     /// Source band (1-based) of each of R, G, B.
     rgb: [usize; 3],
-    /// Linear map (low, high) -> (0, 255) per band of `rgb`; None: the values are used as is.
+    /// Linear map (low, high) -> (0, 255) per channel; None: values used as is (uint8).
     stretch: [Option<(f64, f64)>; 3],
-    /// Bands whose GDAL mask must be read (per-dataset masks once).
+    /// Bands whose GDAL mask (nodata, alpha, mask band) must be read; a per-dataset mask only once.
     mask_bands: Vec<usize>,
     max_nodata: f64,
     georef: Option<Georef>,
@@ -78,15 +105,15 @@ impl std::fmt::Debug for Scene {
             .field("rgb", &self.rgb)
             .field("stretch", &self.stretch)
             .field("georef", &self.georef)
-            .field("acquired_ms", &self.acquired_ms)
             .finish_non_exhaustive()
     }
 }
 
 impl Scene {
     /// Opens `path`, checks it and computes the stretch. Fails, naming the file, on a missing or empty
-    /// file, a file GDAL cannot open or read (truncated: a probe read is done here), a raster under 2x2
-    /// px, a band list naming a missing band, a geotransform without CRS or an unsupported data type.
+    /// file, a file GDAL cannot open or read (truncated: the stretch read is a probe of every selected
+    /// band), a raster under 2x2 px, a band list naming a missing band, a geotransform without CRS or an
+    /// unsupported data type.
     pub fn open(path: &Path, opts: &RasterOptions) -> Result<Scene> {
         let bad = |msg: String| Error::input(path, msg);
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
@@ -94,22 +121,15 @@ impl Scene {
             return Err(bad("empty file (0 bytes)".into()));
         }
         let (lo, hi) = opts.stretch;
-        if !(0.0 <= lo && lo < hi && hi <= 100.0) {
-            return Err(bad(format!(
-                "stretch percentiles ({lo}, {hi}) must satisfy 0 <= low < high <= 100"
-            )));
+        if !(0.0 <= lo && lo < hi && hi <= 100.0 && (0.0..=1.0).contains(&opts.max_nodata)) {
+            let msg = "bad options: need 0 <= stretch.0 < stretch.1 <= 100 and max_nodata in 0..=1";
+            return Err(bad(msg.into()));
         }
-        if !(0.0..=1.0).contains(&opts.max_nodata) {
-            return Err(bad(format!(
-                "max_nodata {} is not a share in 0..=1",
-                opts.max_nodata
-            )));
-        }
-        let flags = GdalOpenFlags::GDAL_OF_RASTER | GdalOpenFlags::GDAL_OF_READONLY;
+        let open_flags = GdalOpenFlags::GDAL_OF_RASTER | GdalOpenFlags::GDAL_OF_READONLY;
         let ds = Dataset::open_ex(
             path,
             DatasetOptions {
-                open_flags: flags,
+                open_flags,
                 ..Default::default()
             },
         )
@@ -129,29 +149,31 @@ impl Scene {
         };
         let rgb = select_bands(&ds, opts.bands.as_deref()).map_err(bad)?;
 
-        let mut stretch = [None; 3];
-        let mut mask_bands = Vec::new();
-        let mut dataset_mask = false;
+        let (mut stretch, mut mask_bands, mut dataset_mask) = ([None; 3], Vec::new(), false);
         for (c, &b) in rgb.iter().enumerate() {
             let band = ds.rasterband(b).map_err(|e| bad(format!("band {b}: {e}")))?;
+            // Complex types are reported as Unknown by the gdal crate.
             let ty = band.band_type();
-            if !is_supported(ty) {
-                return Err(bad(format!("band {b}: unsupported data type {}", ty.name())));
+            if ty == GdalDataType::Unknown {
+                return Err(bad(format!(
+                    "band {b}: unsupported data type (complex or unknown)"
+                )));
             }
             if ty != GdalDataType::UInt8 || opts.stretch_u8 {
-                stretch[c] = Some((0.0, 255.0)); // placeholder, computed below
+                stretch[c] = Some((0.0, 255.0)); // computed by compute_stretch
             }
             let mf = band
                 .mask_flags()
                 .map_err(|e| bad(format!("band {b} mask: {e}")))?;
-            if mf.is_all_valid() || mask_bands.contains(&b) || (mf.is_per_dataset() && dataset_mask) {
-                continue;
+            let known = mask_bands.contains(&b) || (mf.is_per_dataset() && dataset_mask);
+            if !mf.is_all_valid() && !known {
+                dataset_mask |= mf.is_per_dataset();
+                mask_bands.push(b);
             }
-            dataset_mask |= mf.is_per_dataset();
-            mask_bands.push(b);
         }
         let georef = Georef::from_dataset(path, &ds)?;
         let acquired_ms = acquisition_time(&ds);
+        let max_nodata = opts.max_nodata;
         let mut scene = Scene {
             path: path.into(),
             ds,
@@ -160,7 +182,7 @@ impl Scene {
             rgb,
             stretch,
             mask_bands,
-            max_nodata: opts.max_nodata,
+            max_nodata,
             georef,
             acquired_ms,
         };
@@ -189,7 +211,8 @@ impl Scene {
         self.georef.as_ref()
     }
 
-    /// Acquisition time as unix milliseconds UTC when the file's metadata says.
+    /// Acquisition time as unix milliseconds UTC when the file's metadata says (TIFFTAG_DATETIME,
+    /// ACQUISITIONDATETIME, EXIF dates...).
     pub fn acquired_ms(&self) -> Option<i64> {
         self.acquired_ms
     }
@@ -200,19 +223,16 @@ impl Scene {
     /// pixel has the same colour.
     pub fn read_window(&self, win: Window, out: u32) -> Result<Option<image::RgbImage>> {
         if win.width == 0 || win.height == 0 || out == 0 {
-            return Err(self.err(format!(
-                "cannot read window {win:?} into {out}x{out} px: empty size"
-            )));
+            return Err(self.err(format!("cannot read window {win:?} into {out}x{out} px")));
         }
         let (w, h) = self.size;
         if win.x >= w || win.y >= h {
             return Ok(None);
         }
-        // The part inside the raster, and where it lands in the output (x, y >= 0: only the right and
-        // bottom edges can be outside).
+        // The part inside the raster lands at the output's top-left (only right and bottom can be out).
         let (cw, ch) = ((w - win.x).min(win.width), (h - win.y).min(win.height));
         let n = out as usize;
-        let scaled = |c: u32, full: u32| ((c as f64 * out as f64 / full as f64).round() as usize).clamp(1, n);
+        let scaled = |c: u32, full: u32| ((c as f64 * n as f64 / full as f64).round() as usize).clamp(1, n);
         let (ow, oh) = (scaled(cw, win.width), scaled(ch, win.height));
         let src = (win.x as usize, win.y as usize, cw as usize, ch as usize);
         let alg = if src.2 > ow || src.3 > oh {
@@ -222,86 +242,56 @@ impl Scene {
         } else {
             ResampleAlg::Bilinear
         };
-        let mut valid = self.read_valid(src, (ow, oh), alg)?;
         let too_empty = |valid: &[bool]| {
             let nodata = n * n - valid.iter().filter(|&&v| v).count();
             nodata as f64 > self.max_nodata * (n * n) as f64
         };
+        let mut valid = self.read_valid(src, (ow, oh), alg)?;
         if too_empty(&valid) {
             return Ok(None);
         }
-        let mut channels: Vec<(usize, Vec<f64>)> = Vec::with_capacity(3);
-        for &b in &self.rgb {
-            if channels.iter().all(|(cb, _)| *cb != b) {
-                channels.push((b, self.read_band(b, src, (ow, oh), alg)?));
+        let mut data: Vec<Vec<f64>> = Vec::with_capacity(3);
+        for (c, &b) in self.rgb.iter().enumerate() {
+            match self.rgb[..c].iter().position(|&p| p == b) {
+                Some(j) => data.push(data[j].clone()),
+                None => data.push(self.read_band(b, src, (ow, oh), alg)?),
             }
         }
-        for (_, data) in &channels {
-            for (v, d) in valid.iter_mut().zip(data) {
-                *v &= d.is_finite();
-            }
+        for (i, v) in valid.iter_mut().enumerate() {
+            *v &= data.iter().all(|d| d[i].is_finite());
         }
         if too_empty(&valid) {
             return Ok(None);
         }
         let mut img = image::RgbImage::new(out, out);
-        for (c, &b) in self.rgb.iter().enumerate() {
-            let data = &channels
-                .iter()
-                .find(|(cb, _)| *cb == b)
-                .expect("every selected band was read")
-                .1;
-            for (i, (&v, &ok)) in data.iter().zip(&valid).enumerate() {
-                if ok {
-                    img.get_pixel_mut((i % ow) as u32, (i / ow) as u32)[c] = to_u8(v, self.stretch[c]);
-                }
-            }
+        let (mut first, mut constant) = (None, true);
+        for (i, _) in valid.iter().enumerate().filter(|(_, &ok)| ok) {
+            let px = image::Rgb(std::array::from_fn(|c| to_u8(data[c][i], self.stretch[c])));
+            constant &= *first.get_or_insert(px) == px;
+            img.put_pixel((i % ow) as u32, (i / ow) as u32, px);
         }
-        let mut colours = valid
-            .iter()
-            .enumerate()
-            .filter(|(_, &ok)| ok)
-            .map(|(i, _)| img.get_pixel((i % ow) as u32, (i / ow) as u32));
-        let first = colours.next();
-        if colours.all(|p| Some(p) == first) {
-            return Ok(None);
-        }
-        Ok(Some(img))
+        Ok((!constant).then_some(img))
     }
 
     fn err(&self, msg: String) -> Error {
         Error::input(&self.path, msg)
     }
 
-    /// Validity of the `size`-pixel read of `src` (x, y, w, h), laid out in an `out`x`out` grid whose
-    /// outside part (beyond the read) is invalid.
-    fn read_valid(
-        &self,
-        src: (usize, usize, usize, usize),
-        size: (usize, usize),
-        alg: ResampleAlg,
-    ) -> Result<Vec<bool>> {
+    /// Validity (all masks >= 128) of `src` read at `size` pixels.
+    fn read_valid(&self, src: Rect, size: (usize, usize), alg: ResampleAlg) -> Result<Vec<bool>> {
         let mut valid = vec![true; size.0 * size.1];
         for &b in &self.mask_bands {
             let band = self.band(b)?;
             let mask = band
                 .open_mask_band()
                 .map_err(|e| self.err(format!("band {b} mask: {e}")))?;
-            let data = read_as::<u8>(&mask, src, size, alg).map_err(|e| self.read_err(src, e))?;
-            for (v, m) in valid.iter_mut().zip(data) {
-                *v &= m >= 128;
-            }
+            let m = read_as::<u8>(&mask, src, size, alg).map_err(|e| self.read_err(src, e))?;
+            valid.iter_mut().zip(m).for_each(|(v, m)| *v &= m >= 128);
         }
         Ok(valid)
     }
 
-    fn read_band(
-        &self,
-        b: usize,
-        src: (usize, usize, usize, usize),
-        size: (usize, usize),
-        alg: ResampleAlg,
-    ) -> Result<Vec<f64>> {
+    fn read_band(&self, b: usize, src: Rect, size: (usize, usize), alg: ResampleAlg) -> Result<Vec<f64>> {
         read_as::<f64>(&self.band(b)?, src, size, alg).map_err(|e| self.read_err(src, e))
     }
 
@@ -311,7 +301,7 @@ impl Scene {
             .map_err(|e| self.err(format!("band {b}: {e}")))
     }
 
-    fn read_err(&self, (x, y, w, h): (usize, usize, usize, usize), e: gdal::errors::GdalError) -> Error {
+    fn read_err(&self, (x, y, w, h): Rect, e: GdalError) -> Error {
         self.err(format!(
             "cannot read pixels {x},{y} {w}x{h} (truncated or corrupt file?): {e}"
         ))
@@ -329,26 +319,24 @@ impl Scene {
         let valid = self.read_valid(src, size, ResampleAlg::NearestNeighbour)?;
         for c in 0..3 {
             let b = self.rgb[c];
-            if self.rgb[..c].contains(&b) {
-                self.stretch[c] = self.stretch[self.rgb[..c].iter().position(|&x| x == b).unwrap_or(0)];
+            if let Some(j) = self.rgb[..c].iter().position(|&p| p == b) {
+                self.stretch[c] = self.stretch[j];
                 continue;
             }
             let data = self.read_band(b, src, size, ResampleAlg::NearestNeighbour)?;
             if self.stretch[c].is_none() {
                 continue;
             }
-            let mut vals: Vec<f64> = data
+            let ok = data
                 .into_iter()
                 .zip(&valid)
-                .filter(|(v, &ok)| ok && v.is_finite())
-                .map(|(v, _)| v)
-                .collect();
+                .filter(|(v, &ok)| ok && v.is_finite());
+            let mut vals: Vec<f64> = ok.map(|(v, _)| v).collect();
             self.stretch[c] = Some(if vals.is_empty() {
-                tracing::warn!(path = %self.path.display(), band = b, "no valid pixels: nothing to stretch");
+                tracing::warn!(path = %self.path.display(), band = b, "no valid pixels to stretch");
                 (0.0, 1.0)
             } else {
-                let lo = percentile(&mut vals, p_lo);
-                let hi = percentile(&mut vals, p_hi);
+                let (lo, hi) = (percentile(&mut vals, p_lo), percentile(&mut vals, p_hi));
                 (lo, if hi > lo { hi } else { lo + 1.0 })
             });
         }
@@ -356,20 +344,15 @@ impl Scene {
     }
 }
 
-fn read_as<T: Copy + gdal::raster::GdalType + Default>(
+fn read_as<T: GdalType + Copy + Default>(
     band: &RasterBand<'_>,
-    (x, y, w, h): (usize, usize, usize, usize),
+    (x, y, w, h): Rect,
     size: (usize, usize),
     alg: ResampleAlg,
 ) -> gdal::errors::Result<Vec<T>> {
     let mut buf = vec![T::default(); size.0 * size.1];
     band.read_into_slice::<T>((x as isize, y as isize), (w, h), size, &mut buf, Some(alg))?;
     Ok(buf)
-}
-
-/// Real-valued types (complex ones are reported as Unknown by the gdal crate).
-fn is_supported(ty: GdalDataType) -> bool {
-    ty != GdalDataType::Unknown
 }
 
 /// The value at percentile `p` (0..=100) of `vals` (non-empty; reordered).
@@ -379,54 +362,38 @@ fn percentile(vals: &mut [f64], p: f64) -> f64 {
 }
 
 fn to_u8(v: f64, stretch: Option<(f64, f64)>) -> u8 {
-    let v = match stretch {
-        Some((lo, hi)) => (v - lo) / (hi - lo) * 255.0,
-        None => v,
-    };
+    let v = stretch.map_or(v, |(lo, hi)| (v - lo) / (hi - lo) * 255.0);
     v.round().clamp(0.0, 255.0) as u8
 }
 
-/// The R, G, B source bands: the explicit list, else Red/Green/Blue colour interpretations, else 1,2,3,
-/// else band 1 as grey.
+/// The R, G, B source bands: the explicit list, else the Red/Green/Blue colour interpretations, else
+/// 1,2,3, else (under 3 bands) band 1 as grey.
 fn select_bands(ds: &Dataset, bands: Option<&[usize]>) -> std::result::Result<[usize; 3], String> {
     let count = ds.raster_count();
     if let Some(list) = bands {
         if let Some(&b) = list.iter().find(|&&b| b == 0 || b > count) {
-            return Err(if b == 0 {
-                "band 0 requested: band numbers start at 1".to_string()
-            } else {
-                format!(
-                    "band {b} requested but the file has {count} band{}",
-                    if count == 1 { "" } else { "s" }
-                )
-            });
+            let s = if count == 1 { "" } else { "s" };
+            return Err(format!(
+                "band {b} requested but the file has {count} band{s} (numbered from 1)"
+            ));
         }
         return match *list {
             [g] => Ok([g; 3]),
             [r, g, b] => Ok([r, g, b]),
             _ => Err(format!(
-                "{} bands requested: give 1 (grey) or 3 (R,G,B) band numbers",
+                "{} bands requested: give 1 (grey) or 3 (R,G,B)",
                 list.len()
             )),
         };
     }
-    if count < 3 {
-        return Ok([1; 3]);
-    }
-    let find = |ci: ColorInterpretation| {
-        (1..=count).find(|&b| {
-            ds.rasterband(b)
-                .is_ok_and(|band| band.color_interpretation() == ci)
-        })
-    };
-    match (
-        find(ColorInterpretation::RedBand),
-        find(ColorInterpretation::GreenBand),
-        find(ColorInterpretation::BlueBand),
-    ) {
-        (Some(r), Some(g), Some(b)) => Ok([r, g, b]),
-        _ => Ok([1, 2, 3]),
-    }
+    let find = |ci: Ci| (1..=count).find(|&b| ds.rasterband(b).is_ok_and(|x| x.color_interpretation() == ci));
+    Ok(
+        match (find(Ci::RedBand), find(Ci::GreenBand), find(Ci::BlueBand)) {
+            _ if count < 3 => [1; 3],
+            (Some(r), Some(g), Some(b)) => [r, g, b],
+            _ => [1, 2, 3],
+        },
+    )
 }
 
 /// The first acquisition time found in the usual metadata items.
@@ -444,67 +411,53 @@ fn acquisition_time(ds: &Dataset) -> Option<i64> {
     ];
     ITEMS
         .iter()
-        .find_map(|(domain, key)| ds.metadata_item(key, domain).and_then(|s| parse_datetime(&s)))
+        .find_map(|(domain, key)| parse_datetime(&ds.metadata_item(key, domain)?))
 }
 
 /// Parses "YYYY:MM:DD HH:MM:SS" (TIFF/EXIF) and ISO 8601 ("YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|±HH[:MM]]")
 /// into unix milliseconds UTC (no zone: UTC).
 fn parse_datetime(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let num = |r: std::ops::Range<usize>| {
-        s.get(r)
-            .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))?
-            .parse::<i64>()
-            .ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let sep_ok = |i: usize| matches!(s.as_bytes().get(i), Some(b'-' | b':' | b'/'));
-    if !sep_ok(4) || !sep_ok(7) || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return None;
+    fn nums<T: std::str::FromStr>(t: &str, seps: &[char]) -> Option<Vec<T>> {
+        t.split(seps)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().ok())
+            .collect()
     }
-    let mut ms = days_from_civil(y, mo, d) * 86_400_000;
-    let rest = &s[10..];
-    let Some(time) = rest.strip_prefix(['T', ' ']) else {
-        return rest.is_empty().then_some(ms);
+    let s = s.trim().trim_end_matches(['Z', 'z']);
+    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, ""));
+    let (time, zone, sign) = match time.rfind(['+', '-']) {
+        Some(i) => (
+            &time[..i],
+            &time[i + 1..],
+            if time[i..].starts_with('+') { 1 } else { -1 },
+        ),
+        None => (time, "", 0),
     };
-    let t = |r: std::ops::Range<usize>| {
-        time.get(r)
-            .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))?
-            .parse::<i64>()
-            .ok()
-    };
-    let (hh, mm) = (t(0..2)?, t(3..5)?);
-    let mut i = 5;
-    let mut secs = 0.0;
-    if time.as_bytes().get(5) == Some(&b':') {
-        let end = time[6..]
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .map_or(time.len(), |e| e + 6);
-        secs = time[6..end].parse::<f64>().ok()?;
-        i = end;
-    }
-    if hh > 23 || mm > 59 || !(0.0..61.0).contains(&secs) {
-        return None;
-    }
-    ms += hh * 3_600_000 + mm * 60_000 + (secs * 1000.0).round() as i64;
-    let zone = time[i..].trim();
-    let offset_min = match zone.as_bytes().first() {
-        None | Some(b'Z' | b'z') => 0,
-        Some(&sign @ (b'+' | b'-')) => {
-            let digits: String = zone[1..].chars().filter(char::is_ascii_digit).collect();
-            let (oh, om) = (
-                digits.get(0..2)?.parse::<i64>().ok()?,
-                digits.get(2..4).map_or(Some(0), |m| m.parse().ok())?,
-            );
-            if sign == b'+' {
-                oh * 60 + om
-            } else {
-                -(oh * 60 + om)
-            }
-        }
+    let (ymd, hms, tz) = (
+        nums::<i64>(date, &['-', ':', '/'])?,
+        nums::<f64>(time, &[':'])?,
+        nums::<i64>(zone, &[':'])?,
+    );
+    let &[y, mo, d] = ymd.as_slice() else { return None };
+    let (h, m, sec) = match hms[..] {
+        [] => (0.0, 0.0, 0.0),
+        [h, m] => (h, m, 0.0),
+        [h, m, sec] => (h, m, sec),
         _ => return None,
     };
-    Some(ms - offset_min * 60_000)
+    let tz_min = match tz[..] {
+        [] => 0,
+        [hhmm] if zone.len() == 4 => hhmm / 100 * 60 + hhmm % 100,
+        [hh] => hh * 60,
+        [hh, mm] => hh * 60 + mm,
+        _ => return None,
+    };
+    let in_range = (1..=12).contains(&mo) && (1..=31).contains(&d) && (0..=14 * 60).contains(&tz_min);
+    if !in_range || !(0.0..24.0).contains(&h) || !(0.0..60.0).contains(&m) || !(0.0..61.0).contains(&sec) {
+        return None;
+    }
+    let ms = ((h * 3600.0 + m * 60.0 + sec) * 1000.0).round() as i64 - sign * tz_min * 60_000;
+    Some(days_from_civil(y, mo, d) * 86_400_000 + ms)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -533,28 +486,27 @@ impl Georef {
     /// The dataset's georeference: None without a geotransform (or with the default one); an error for a
     /// geotransform without CRS, a singular geotransform, or a CRS that cannot be mapped to WGS84.
     fn from_dataset(path: &Path, ds: &Dataset) -> Result<Option<Georef>> {
-        let gt = ds
+        let bad = |msg: String| Error::input(path, msg);
+        let wkt = ds.projection();
+        let Some(gt) = ds
             .geo_transform()
             .ok()
-            .filter(|gt| *gt != [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
-        let wkt = ds.projection();
-        let Some(gt) = gt else {
+            .filter(|gt| *gt != [0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+        else {
             if !wkt.trim().is_empty() {
-                tracing::warn!(path = %path.display(), "a CRS but no geotransform: treated as a plain image");
+                tracing::warn!(path = %path.display(), "a CRS but no geotransform: read as a plain image");
             }
             return Ok(None);
         };
         if wkt.trim().is_empty() {
-            return Err(Error::input(
-                path,
-                "georeferenced pixels but no CRS (a geotransform and no coordinate system)",
+            return Err(bad(
+                "georeferenced pixels but no CRS (a geotransform without coordinate system)".into(),
             ));
         }
         let inv = gt
             .invert()
-            .map_err(|e| Error::input(path, format!("geotransform {gt:?} is not invertible: {e}")))?;
-        let srs =
-            SpatialRef::from_wkt(&wkt).map_err(|e| Error::input(path, format!("unreadable CRS: {e}")))?;
+            .map_err(|e| bad(format!("geotransform {gt:?} is not invertible: {e}")))?;
+        let srs = SpatialRef::from_wkt(&wkt).map_err(|e| bad(format!("unreadable CRS: {e}")))?;
         let epsg = match srs.auth_name().as_deref() {
             Some("EPSG") => srs.auth_code().ok().and_then(|c| u32::try_from(c).ok()),
             _ => None,
@@ -591,7 +543,7 @@ impl Georef {
 
     /// (lon, lat) in WGS84 degrees to fractional pixel (x, y).
     pub fn lonlat_to_pixel(&self, lon: f64, lat: f64) -> Result<(f64, f64)> {
-        let (mut xs, mut ys) = (vec![lon], vec![lat]);
+        let (mut xs, mut ys) = ([lon], [lat]);
         self.transform(false, &mut xs, &mut ys)?;
         Ok(self.inv.apply(xs[0], ys[0]))
     }
@@ -606,13 +558,12 @@ impl Georef {
     /// The window's footprint in WGS84 (lon, lat): corners and edge midpoints (8 vertices), closed, with
     /// a counter-clockwise exterior.
     pub fn footprint(&self, win: &Window) -> Result<Polygon<f64>> {
-        let ring = window_ring(win);
-        let pts = self.pixels_to_lonlat(&ring)?;
+        let pts = self.pixels_to_lonlat(&win.ring())?;
         Ok(Polygon::new(pts.into(), vec![]).orient(geo::orient::Direction::Default))
     }
 
     /// Ground size of one pixel in metres at the scene centre: the geodesic length of one pixel step in x
-    /// and in y, averaged (true ground size, whatever the CRS).
+    /// and in y, averaged (the true ground size, whatever the CRS).
     pub fn pixel_size_m(&self, width: u32, height: u32) -> Result<f64> {
         let (cx, cy) = (width as f64 / 2.0, height as f64 / 2.0);
         let p = self.pixels_to_lonlat(&[(cx, cy), (cx + 1.0, cy), (cx, cy + 1.0)])?;
@@ -622,71 +573,54 @@ impl Georef {
 
     /// Transforms in place between the scene CRS and WGS84 (`to_wgs84` sets the direction).
     fn transform(&self, to_wgs84: bool, xs: &mut [f64], ys: &mut [f64]) -> Result<()> {
-        let err = |e: gdal::errors::GdalError| {
-            Error::input(&self.path, format!("CRS transformation to/from WGS84: {e}"))
-        };
-        let mut crs = SpatialRef::from_wkt(&self.wkt).map_err(err)?;
-        let mut wgs84 = SpatialRef::from_epsg(4326).map_err(err)?;
+        let err = |e: String| Error::input(&self.path, format!("CRS transformation to/from WGS84: {e}"));
+        let gdal_err = |e: GdalError| err(e.to_string());
+        let mut crs = SpatialRef::from_wkt(&self.wkt).map_err(gdal_err)?;
+        let mut wgs84 = SpatialRef::from_epsg(4326).map_err(gdal_err)?;
         crs.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
         wgs84.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
-        let ct = if to_wgs84 {
-            CoordTransform::new(&crs, &wgs84)
-        } else {
-            CoordTransform::new(&wgs84, &crs)
-        };
-        ct.and_then(|ct| ct.transform_coords(xs, ys, &mut []))
-            .map_err(err)?;
+        let (from, to) = if to_wgs84 { (&crs, &wgs84) } else { (&wgs84, &crs) };
+        let ct = CoordTransform::new(from, to).map_err(gdal_err)?;
+        ct.transform_coords(xs, ys, &mut []).map_err(gdal_err)?;
         if xs.iter().chain(ys.iter()).any(|v| !v.is_finite()) {
-            return Err(Error::input(
-                &self.path,
-                "CRS transformation to/from WGS84 gave non-finite coordinates",
-            ));
+            return Err(err("non-finite coordinates".into()));
         }
         Ok(())
     }
 }
 
-/// Corners and edge midpoints of `win` in pixel coordinates, clockwise on screen from the top-left.
-fn window_ring(win: &Window) -> Vec<(f64, f64)> {
-    let (x0, y0) = (win.x as f64, win.y as f64);
-    let (x1, y1) = (x0 + win.width as f64, y0 + win.height as f64);
-    let (xm, ym) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
-    vec![
-        (x0, y0),
-        (xm, y0),
-        (x1, y0),
-        (x1, ym),
-        (x1, y1),
-        (xm, y1),
-        (x0, y1),
-        (x0, ym),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gdal::raster::{Buffer, GdalType};
+    use gdal::raster::Buffer;
     use gdal::DriverManager;
     use proptest::prelude::*;
 
     const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
     const MANILA: &str = "scenes/openaerialmap/5b90f92da0d7280005fab355_4310.tif";
     const ATLANTA: &str = "scenes/spacenet/sample_geotiff.tif";
+    const UTM_GT: [f64; 6] = [500_000.0, 0.5, 0.0, 3_700_000.0, 0.0, -0.5];
 
     fn data(rel: &str) -> Option<PathBuf> {
         let p = Path::new(DATA).join(rel);
-        if p.exists() {
-            Some(p)
-        } else {
+        let found = p.exists();
+        if !found {
             eprintln!("skipping: {} not found (shared test data absent)", p.display());
-            None
         }
+        found.then_some(p)
+    }
+
+    fn open(p: &Path) -> Scene {
+        Scene::open(p, &RasterOptions::default()).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn tifs(dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
+        for p in std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+        {
             if p.is_dir() {
                 tifs(&p, out);
             } else if p.extension().is_some_and(|x| x == "tif") {
@@ -695,44 +629,38 @@ mod tests {
         }
     }
 
-    /// Writes a GeoTIFF with `bands` bands of `value(band, x, y)`.
+    /// Writes a `side`x`side` GeoTIFF (UTM_GT, CRS `epsg` if any) of `bands` bands of `value(band, i)`.
     fn write_tif<T: GdalType + Copy>(
         path: &Path,
-        (w, h): (usize, usize),
+        side: usize,
         bands: usize,
-        geo: Option<([f64; 6], Option<u32>)>,
+        epsg: Option<u32>,
         nodata: Option<f64>,
-        value: impl Fn(usize, usize, usize) -> T,
+        value: impl Fn(usize, usize) -> T,
     ) -> anyhow::Result<()> {
-        let mut ds =
-            DriverManager::get_driver_by_name("GTiff")?.create_with_band_type::<T, _>(path, w, h, bands)?;
-        if let Some((gt, epsg)) = geo {
-            ds.set_geo_transform(&gt)?;
-            if let Some(code) = epsg {
-                ds.set_spatial_ref(&SpatialRef::from_epsg(code)?)?;
-            }
+        let driver = DriverManager::get_driver_by_name("GTiff")?;
+        let mut ds = driver.create_with_band_type::<T, _>(path, side, side, bands)?;
+        ds.set_geo_transform(&UTM_GT)?;
+        if let Some(code) = epsg {
+            ds.set_spatial_ref(&SpatialRef::from_epsg(code)?)?;
         }
         for b in 1..=bands {
             let mut band = ds.rasterband(b)?;
             if nodata.is_some() {
                 band.set_no_data_value(nodata)?;
             }
-            let px = (0..w * h).map(|i| value(b, i % w, i / w)).collect();
-            band.write((0, 0), (w, h), &mut Buffer::new((w, h), px))?;
+            let mut buf = Buffer::new((side, side), (0..side * side).map(|i| value(b, i)).collect());
+            band.write((0, 0), (side, side), &mut buf)?;
         }
-        ds.close()?;
-        Ok(())
+        Ok(ds.close()?)
     }
 
-    const UTM_GT: [f64; 6] = [500_000.0, 0.5, 0.0, 3_700_000.0, 0.0, -0.5];
-
-    fn open_err(path: &Path, opts: &RasterOptions) -> String {
+    fn open_err(path: &Path, opts: &RasterOptions, why: &str) {
         let msg = Scene::open(path, opts).expect_err("open should fail").to_string();
         assert!(
-            msg.contains(&path.display().to_string()),
-            "error does not name the file: {msg}"
+            msg.contains(&path.display().to_string()) && msg.contains(why),
+            "{msg}"
         );
-        msg
     }
 
     #[test]
@@ -742,62 +670,41 @@ mod tests {
         tifs(&dir, &mut paths);
         assert!(paths.len() >= 10, "expected the shared scenes, found {paths:?}");
         for p in paths {
-            let s = Scene::open(&p, &RasterOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-            let (w, h) = s.size();
-            let g = s.georef();
+            let s = open(&p);
+            let ((w, h), g) = (s.size(), s.georef());
+            let m = g.map(|g| g.pixel_size_m(w, h).unwrap());
+            let (bands, epsg) = (s.band_count(), g.and_then(Georef::epsg));
             eprintln!(
-                "{}: {w}x{h} px, {} bands, rgb {:?}, epsg {:?}, georef {}, {:.3} m/px",
+                "{}: {w}x{h} px, {bands} bands, rgb {:?}, epsg {epsg:?}, {m:?} m/px",
                 p.display(),
-                s.band_count(),
-                s.rgb,
-                g.and_then(Georef::epsg),
-                g.is_some(),
-                g.map_or(f64::NAN, |g| g.pixel_size_m(w, h).unwrap())
+                s.rgb
             );
             let side = 256.min(w).min(h);
-            let windows = (0..4).flat_map(|i| (0..4).map(move |j| (i, j)));
-            let mut found = 0;
-            for (i, j) in windows {
-                let win = Window {
-                    x: i * (w - side) / 3,
-                    y: j * (h - side) / 3,
-                    width: side,
-                    height: side,
-                };
-                if let Some(img) = s.read_window(win, 64).unwrap_or_else(|e| panic!("{e}")) {
-                    assert_eq!(img.dimensions(), (64, 64));
-                    found += 1;
-                }
-            }
-            assert!(found > 0, "{}: every window empty", p.display());
+            let wins =
+                (0..16).map(|k| Window::new(k % 4 * (w - side) / 3, k / 4 * (h - side) / 3, side, side));
+            let imgs: Vec<_> = wins.filter_map(|win| s.read_window(win, 64).unwrap()).collect();
+            assert!(!imgs.is_empty(), "{}: every window empty", p.display());
+            assert!(imgs.iter().all(|img| img.dimensions() == (64, 64)));
         }
     }
 
     #[test]
     fn footprint_round_trips_and_is_ccw() {
-        for rel in [
-            MANILA,
-            ATLANTA,
-            "scenes/spacenet/sample_geotiff_custom_proj.tif",
-            "scenes/spacenet/road_mask_input.tif",
-        ] {
+        let custom = "scenes/spacenet/sample_geotiff_custom_proj.tif";
+        for rel in [MANILA, ATLANTA, custom, "scenes/spacenet/road_mask_input.tif"] {
             let Some(p) = data(rel) else { return };
-            let s = Scene::open(&p, &RasterOptions::default()).unwrap();
+            let s = open(&p);
             let g = s.georef().expect("georeferenced");
-            let win = Window {
-                x: 10,
-                y: 20,
-                width: 100,
-                height: 60,
-            };
+            assert_eq!(g.epsg().is_none(), rel == custom);
+            let win = Window::new(10, 20, 100, 60);
             let fp = g.footprint(&win).unwrap();
             let ring = &fp.exterior().0;
-            assert_eq!(ring.len(), 9);
-            assert_eq!(ring[0], ring[8]);
+            assert!(ring.len() == 9 && ring[0] == ring[8]);
             assert!(geo::Area::signed_area(&fp) > 0.0, "{rel}: not counter-clockwise");
             for c in &ring[..8] {
                 let (x, y) = g.lonlat_to_pixel(c.x, c.y).unwrap();
-                let d = window_ring(&win)
+                let d = win
+                    .ring()
                     .iter()
                     .map(|&(ex, ey)| (ex - x).hypot(ey - y))
                     .fold(f64::MAX, f64::min);
@@ -811,22 +718,20 @@ mod tests {
         let (Some(manila), Some(atlanta)) = (data(MANILA), data(ATLANTA)) else {
             return;
         };
-        let s = Scene::open(&manila, &RasterOptions::default()).unwrap();
-        let g = s.georef().unwrap();
+        let s = open(&manila);
+        let ((w, h), g) = (s.size(), s.georef().unwrap());
         assert_eq!(g.epsg(), Some(3395));
-        let (w, h) = s.size();
         let m = g.pixel_size_m(w, h).unwrap();
         let lat = g.pixel_to_lonlat(w as f64 / 2.0, h as f64 / 2.0).unwrap().1;
         let nominal = g.geotransform()[1].abs();
         assert!((0.08..0.12).contains(&m), "Manila pixel {m} m");
-        // Mercator units are stretched by 1/cos(lat): the ground size is smaller than the nominal one.
+        // Mercator metres are stretched by 1/cos(lat): the ground size is the nominal one times cos(lat).
         assert!(
             (m / (nominal * lat.to_radians().cos()) - 1.0).abs() < 0.01,
             "{m} vs nominal {nominal}"
         );
-        let s = Scene::open(&atlanta, &RasterOptions::default()).unwrap();
-        let (w, h) = s.size();
-        let m = s.georef().unwrap().pixel_size_m(w, h).unwrap();
+        let s = open(&atlanta);
+        let m = s.georef().unwrap().pixel_size_m(s.size().0, s.size().1).unwrap();
         assert!((m - 0.5).abs() < 0.02, "Atlanta pixel {m} m");
     }
 
@@ -835,20 +740,10 @@ mod tests {
         let Some(p) = data("ucm/images/agricultural00.jpg") else {
             return;
         };
-        let s = Scene::open(&p, &RasterOptions::default()).unwrap();
-        assert!(s.georef().is_none());
-        assert_eq!(s.band_count(), 3);
-        let (w, h) = s.size();
+        let s = open(&p);
+        assert!(s.georef().is_none() && s.band_count() == 3);
         let img = s
-            .read_window(
-                Window {
-                    x: 0,
-                    y: 0,
-                    width: w,
-                    height: h,
-                },
-                224,
-            )
+            .read_window(Window::new(0, 0, s.size().0, s.size().1), 224)
             .unwrap()
             .expect("not empty");
         assert_eq!(img.dimensions(), (224, 224));
@@ -857,18 +752,9 @@ mod tests {
     #[test]
     fn uint16_is_stretched_to_full_range() {
         let Some(p) = data(ATLANTA) else { return };
-        let s = Scene::open(&p, &RasterOptions::default()).unwrap();
-        let (w, h) = s.size();
+        let s = open(&p);
         let img = s
-            .read_window(
-                Window {
-                    x: 0,
-                    y: 0,
-                    width: w,
-                    height: h,
-                },
-                256,
-            )
+            .read_window(Window::new(0, 0, s.size().0, s.size().1), 256)
             .unwrap()
             .unwrap();
         let (lo, hi) = img
@@ -882,143 +768,73 @@ mod tests {
     fn synthetic_uint16_stretch_and_edges() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let p = dir.path().join("ramp.tif");
-        write_tif::<u16>(&p, (100, 100), 1, Some((UTM_GT, Some(32616))), None, |_, x, _| {
-            1000 + 40 * x as u16
-        })?;
+        write_tif::<u16>(&p, 100, 1, Some(32616), None, |_, i| 1000 + 40 * (i % 100) as u16)?;
         let s = Scene::open(&p, &RasterOptions::default())?;
-        let img = s
-            .read_window(
-                Window {
-                    x: 0,
-                    y: 0,
-                    width: 100,
-                    height: 100,
-                },
-                100,
-            )?
-            .unwrap();
+        let img = s.read_window(Window::new(0, 0, 100, 100), 100)?.unwrap();
         assert!(img.get_pixel(0, 50)[0] == 0 && img.get_pixel(99, 50)[0] == 255);
-        // A window half past the right edge: the outside is nodata, filled with 0.
-        let img = s
-            .read_window(
-                Window {
-                    x: 60,
-                    y: 0,
-                    width: 80,
-                    height: 80,
-                },
-                40,
-            )?
-            .unwrap();
+        // Half past the right edge: the outside is nodata, filled with 0; more than half is skipped.
+        let img = s.read_window(Window::new(60, 0, 80, 80), 40)?.unwrap();
         assert!(img.get_pixel(15, 5)[0] > 100 && img.get_pixel(30, 5)[0] == 0);
-        assert!(s
-            .read_window(
-                Window {
-                    x: 80,
-                    y: 0,
-                    width: 80,
-                    height: 80
-                },
-                40
-            )?
-            .is_none());
-        assert!(s
-            .read_window(
-                Window {
-                    x: 500,
-                    y: 0,
-                    width: 8,
-                    height: 8
-                },
-                8
-            )?
-            .is_none());
+        assert!(s.read_window(Window::new(80, 0, 80, 80), 40)?.is_none());
+        assert!(s.read_window(Window::new(500, 0, 8, 8), 8)?.is_none());
+        assert!(s.read_window(Window::new(0, 0, 0, 16), 8).is_err());
         Ok(())
     }
 
     #[test]
     fn bad_inputs_name_the_file_and_say_why() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let opts = RasterOptions::default();
-        let missing = dir.path().join("missing.tif");
-        assert!(open_err(&missing, &opts).contains("No such file"));
-        let empty = dir.path().join("empty.tif");
-        std::fs::write(&empty, b"")?;
-        assert!(open_err(&empty, &opts).contains("empty file"));
-        let text = dir.path().join("notes.tif");
-        std::fs::write(&text, b"not a raster at all")?;
-        assert!(open_err(&text, &opts).contains("not a raster"));
+        let (opts, path) = (RasterOptions::default(), |name: &str| dir.path().join(name));
+        open_err(&path("missing.tif"), &opts, "No such file");
+        std::fs::write(path("empty.tif"), b"")?;
+        open_err(&path("empty.tif"), &opts, "empty file");
+        std::fs::write(path("notes.tif"), b"not a raster at all")?;
+        open_err(&path("notes.tif"), &opts, "not a raster");
 
-        let rgb = dir.path().join("rgb.tif");
-        write_tif::<u8>(&rgb, (16, 16), 3, Some((UTM_GT, Some(32616))), None, |b, x, y| {
-            (b * 40 + x + y) as u8
+        write_tif::<u8>(&path("rgb.tif"), 16, 3, Some(32616), None, |b, i| {
+            (b * 40 + i % 50) as u8
         })?;
         let five = RasterOptions {
             bands: Some(vec![5]),
-            ..RasterOptions::default()
+            ..opts.clone()
         };
-        assert!(open_err(&rgb, &five).contains("band 5 requested but the file has 3 bands"));
-        assert!(Scene::open(
-            &rgb,
+        open_err(
+            &path("rgb.tif"),
+            &five,
+            "band 5 requested but the file has 3 bands",
+        );
+        let bgr = Scene::open(
+            &path("rgb.tif"),
             &RasterOptions {
                 bands: Some(vec![3, 2, 1]),
                 ..opts.clone()
-            }
-        )
-        .is_ok());
-
-        let tiny = dir.path().join("tiny.tif");
-        write_tif::<u8>(&tiny, (1, 1), 1, Some((UTM_GT, Some(32616))), None, |_, _, _| 7)?;
-        assert!(open_err(&tiny, &opts).contains("1x1 px: too small to tile"));
-
-        let no_crs = dir.path().join("no_crs.tif");
-        write_tif::<u8>(&no_crs, (16, 16), 1, Some((UTM_GT, None)), None, |_, x, _| {
-            x as u8
-        })?;
-        assert!(open_err(&no_crs, &opts).contains("georeferenced pixels but no CRS"));
-
-        let nodata = dir.path().join("nodata.tif");
-        write_tif::<u16>(
-            &nodata,
-            (32, 32),
-            1,
-            Some((UTM_GT, Some(32616))),
-            Some(0.0),
-            |_, _, _| 0,
+            },
         )?;
-        let s = Scene::open(&nodata, &opts)?;
-        for (x, y) in [(0, 0), (16, 16), (8, 0)] {
-            assert!(s
-                .read_window(
-                    Window {
-                        x,
-                        y,
-                        width: 16,
-                        height: 16
-                    },
-                    8
-                )?
-                .is_none());
-        }
-        assert!(s
-            .read_window(
-                Window {
-                    x: 0,
-                    y: 0,
-                    width: 0,
-                    height: 16
-                },
-                8
-            )
-            .is_err());
+        assert_eq!(bgr.rgb, [3, 2, 1]);
 
+        write_tif::<u8>(&path("tiny.tif"), 1, 1, Some(32616), None, |_, _| 7)?;
+        open_err(&path("tiny.tif"), &opts, "1x1 px: too small to tile");
+        write_tif::<u8>(&path("no_crs.tif"), 16, 1, None, None, |_, i| i as u8)?;
+        open_err(&path("no_crs.tif"), &opts, "georeferenced pixels but no CRS");
+
+        write_tif::<u16>(&path("nodata.tif"), 32, 1, Some(32616), Some(0.0), |_, _| 0)?;
+        let s = Scene::open(&path("nodata.tif"), &opts)?;
+        for (x, y) in [(0, 0), (16, 16), (8, 0)] {
+            assert!(s.read_window(Window::new(x, y, 16, 16), 8)?.is_none());
+        }
         if let Some(real) = data(MANILA) {
-            let cut = dir.path().join("truncated.tif");
-            std::fs::write(&cut, &std::fs::read(real)?[..10 * 1024])?;
-            let msg = open_err(&cut, &opts);
-            assert!(msg.contains("truncated") || msg.contains("not a raster"), "{msg}");
+            std::fs::write(path("truncated.tif"), &std::fs::read(real)?[..10 * 1024])?;
+            open_err(&path("truncated.tif"), &opts, "truncated or corrupt");
         }
         Ok(())
+    }
+
+    #[test]
+    fn scenes_move_between_threads() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<Scene>();
+        send_sync::<Georef>();
     }
 
     #[test]
@@ -1032,6 +848,7 @@ mod tests {
             parse_datetime("2019-06-01T14:30:00+02:00"),
             Some(1_559_392_200_000)
         );
+        assert_eq!(parse_datetime("2019-06-01T10:30-0200"), Some(1_559_392_200_000));
         assert_eq!(parse_datetime("1970-01-01"), Some(0));
         assert_eq!(parse_datetime("2019-13-01"), None);
         assert_eq!(parse_datetime("yesterday"), None);
@@ -1040,10 +857,7 @@ mod tests {
     fn manila_georef() -> Option<&'static Georef> {
         static GEOREF: std::sync::OnceLock<Option<Georef>> = std::sync::OnceLock::new();
         GEOREF
-            .get_or_init(|| {
-                let p = data(MANILA)?;
-                Scene::open(&p, &RasterOptions::default()).ok()?.georef().cloned()
-            })
+            .get_or_init(|| open(&data(MANILA)?).georef().cloned())
             .as_ref()
     }
 
@@ -1052,13 +866,11 @@ mod tests {
         #[test]
         fn footprint_vertices_map_back(x in 0u32..1800, y in 0u32..1800, w in 1u32..600, h in 1u32..600) {
             let Some(g) = manila_georef() else { return Ok(()) };
-            let win = Window { x, y, width: w, height: h };
-            let fp = g.footprint(&win).unwrap();
-            for &(ex, ey) in &window_ring(&win) {
-                let d = fp.exterior().0.iter()
-                    .map(|c| g.lonlat_to_pixel(c.x, c.y).unwrap())
-                    .map(|(px, py)| (px - ex).hypot(py - ey))
-                    .fold(f64::MAX, f64::min);
+            let win = Window::new(x, y, w, h);
+            let back: Vec<_> = g.footprint(&win).unwrap().exterior().0.iter()
+                .map(|c| g.lonlat_to_pixel(c.x, c.y).unwrap()).collect();
+            for (ex, ey) in win.ring() {
+                let d = back.iter().map(|&(px, py)| (px - ex).hypot(py - ey)).fold(f64::MAX, f64::min);
                 prop_assert!(d < 1.0, "{win:?}: ({ex}, {ey}) is {d} px from every vertex");
             }
         }

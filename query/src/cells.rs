@@ -1,7 +1,9 @@
 //! The H3 lookup of an index: every georeferenced row keyed by its cell at the finest resolution
 //! all rows share, sorted. The descendants of any coarser cell are one contiguous range of that
 //! order (H3 keeps the parent's digits in the high bits), so a covering cell at any resolution
-//! up to that one finds its rows with two binary searches.
+//! up to that one finds its rows with two binary searches. Hierarchical descent is not geometric
+//! containment (H3 children overhang their parent by a fraction of a cell), so a covering is first
+//! grown by one ring ([`CellLookup::rows_near`]); exact containment is checked afterwards.
 
 use h3o::{CellIndex, Resolution};
 use nadir_indexer::PatchRecord;
@@ -57,7 +59,17 @@ impl CellLookup {
         self.resolution
     }
 
-    /// Rows whose cell lies in `cell` (a cell at this resolution or coarser).
+    /// Rows whose finest cell descends from `cell` or one of its neighbours: a superset of the
+    /// rows whose centroid lies in `cell`.
+    pub fn rows_near(&self, cells: impl IntoIterator<Item = CellIndex>, out: &mut Vec<u32>) {
+        let grown: std::collections::HashSet<CellIndex> =
+            cells.into_iter().flat_map(|c| c.grid_disk::<Vec<_>>(1)).collect();
+        for c in grown {
+            self.rows_in(c, out);
+        }
+    }
+
+    /// Rows whose finest cell descends from `cell` (a cell at this resolution or coarser).
     pub fn rows_in(&self, cell: CellIndex, out: &mut Vec<u32>) {
         let Some(res) = self.resolution else { return };
         if cell.resolution() > res {

@@ -109,10 +109,7 @@ pub fn row_at(index: &Index, cells: &CellLookup, lon: f64, lat: f64) -> Option<u
     let mut rows = Vec::new();
     if let (Some(res), Ok(ll)) = (cells.resolution(), h3o::LatLng::new(lat, lon)) {
         // Footprints are small next to a resolution-3 cell; look in the point's cell and its ring.
-        let coarse = ll.to_cell(h3o::Resolution::Three.min(res));
-        for c in coarse.grid_disk::<Vec<_>>(1) {
-            cells.rows_in(c, &mut rows);
-        }
+        cells.rows_near([ll.to_cell(h3o::Resolution::Three.min(res))], &mut rows);
     }
     rows.into_iter()
         .filter(|&r| index.record(r).footprint.as_ref().is_some_and(|f| f.contains(&p)))
@@ -217,7 +214,7 @@ pub fn plan(
         let area = g.area()?;
         let mut rows = Vec::new();
         match cells.resolution().and_then(|res| area.covering(res)) {
-            Some(covering) => covering.into_iter().for_each(|c| cells.rows_in(c, &mut rows)),
+            Some(covering) => cells.rows_near(covering, &mut rows),
             None => rows.extend(0..index.len() as u32),
         }
         rows.retain(|&r| {

@@ -40,10 +40,17 @@ fn ef_for(k: usize, selectivity: f64) -> usize {
 
 /// Runs a plan: (row, score) best first, at most `k`.
 pub fn execute(index: &Index, plan: &Plan) -> (Vec<(u32, f32)>, Strategy) {
+    execute_with(index, plan, EXACT_SCAN_BYTES)
+}
+
+/// [`execute`] with another exact-scan threshold: allowed sets whose vectors take at most
+/// `exact_scan_bytes` are scanned (0: the graph answers whenever there is one; tests and benchmarks
+/// use it to reach the HNSW paths on small indexes).
+pub fn execute_with(index: &Index, plan: &Plan, exact_scan_bytes: usize) -> (Vec<(u32, f32)>, Strategy) {
     let n = index.len();
     let want = plan.k + plan.exclude.len();
     let allowed = plan.candidates.count(n);
-    let scan_fits = allowed * index.dim() * 4 <= EXACT_SCAN_BYTES;
+    let scan_fits = allowed * index.dim() * 4 <= exact_scan_bytes;
     let (found, strategy) = match (&plan.candidates, index.ann()) {
         (Candidates::All, Some(ann)) if !scan_fits => (
             ann.search(&plan.vector, want, ef_for(want, 1.0), None),

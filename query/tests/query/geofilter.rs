@@ -1,0 +1,184 @@
+//! Geofilter invariants on the shared index, for random bboxes, polygons with holes, H3 cell
+//! sets and circles: every result's centroid lies inside the area (checked here without the
+//! engine's geometry: bounds, ray casting, h3o cells, haversine), the rows the plan allows are
+//! exactly the rows inside, and the results are the brute-force top-k of those rows.
+
+use geo::{Distance, Haversine, Point};
+use h3o::{CellIndex, LatLng, Resolution};
+use nadir_query::{Example, GeoFilter, SearchRequest};
+use proptest::prelude::*;
+use serde_json::json;
+
+use crate::fixture::{self, brute_force, candidate_rows, rows_inside};
+
+const K: usize = 10;
+
+/// Searches like `patch` within `filter` and checks the invariants against `inside`.
+fn check(example: usize, filter: GeoFilter, inside: impl Fn(f64, f64) -> bool) -> Result<(), TestCaseError> {
+    let fx = fixture::shared();
+    let index = fx.engine.index();
+    let example = (example % index.len()) as u32;
+    let req = SearchRequest {
+        positives: vec![Example {
+            patch: Some(index.record(example).id.to_string()),
+            ..Default::default()
+        }],
+        geofilter: Some(filter),
+        k: K,
+        negative_weight: 0.5,
+        ..Default::default()
+    };
+    let resp = fx
+        .engine
+        .search(&req)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for hit in &resp.hits {
+        let [lon, lat] = hit.centroid.expect("every row is georeferenced");
+        prop_assert!(
+            inside(lon, lat),
+            "hit {} at ({lon}, {lat}) lies outside",
+            hit.patch_id
+        );
+    }
+    let expected_rows = rows_inside(index, &inside);
+    let plan = fx
+        .engine
+        .plan(&req)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let allowed = candidate_rows(&plan.candidates, index.len());
+    if allowed != expected_rows {
+        let missing: Vec<_> = expected_rows
+            .iter()
+            .filter(|r| allowed.binary_search(r).is_err())
+            .collect();
+        let extra: Vec<_> = allowed
+            .iter()
+            .filter(|r| expected_rows.binary_search(r).is_err())
+            .collect();
+        prop_assert!(
+            false,
+            "{} rows inside, {} allowed: missing {:?}, extra {:?}",
+            expected_rows.len(),
+            allowed.len(),
+            &missing[..missing.len().min(5)],
+            &extra[..extra.len().min(5)]
+        );
+    }
+    prop_assert_eq!(resp.candidates, expected_rows.len());
+    let expected: Vec<String> = brute_force(index, &plan.vector, &expected_rows, example, K)
+        .into_iter()
+        .map(|(r, _)| index.record(r).id.to_string())
+        .collect();
+    let got: Vec<String> = resp.hits.iter().map(|h| h.patch_id.clone()).collect();
+    prop_assert_eq!(got, expected, "strategy {:?}", resp.strategy);
+    Ok(())
+}
+
+/// Even-odd ray casting over every ring.
+fn in_rings(rings: &[Vec<[f64; 2]>], x: f64, y: f64) -> bool {
+    let mut inside = false;
+    for ring in rings {
+        for w in ring.windows(2) {
+            let ([x0, y0], [x1, y1]) = (w[0], w[1]);
+            if (y0 > y) != (y1 > y) && x < x0 + (y - y0) / (y1 - y0) * (x1 - x0) {
+                inside = !inside;
+            }
+        }
+    }
+    inside
+}
+
+/// A closed star-shaped ring around `c`: `radii.len()` vertices at jittered, evenly spread angles.
+fn star(c: [f64; 2], radii: &[f64], jitter: &[f64], clockwise: bool) -> Vec<[f64; 2]> {
+    let n = radii.len();
+    let mut ring: Vec<[f64; 2]> = (0..n)
+        .map(|i| {
+            let a = (i as f64 + 0.8 * jitter[i]) * std::f64::consts::TAU / n as f64;
+            [c[0] + radii[i] * a.cos(), c[1] + radii[i] * a.sin()]
+        })
+        .collect();
+    if clockwise {
+        ring.reverse();
+    }
+    ring.push(ring[0]);
+    ring
+}
+
+fn region() -> [f64; 4] {
+    fixture::SHARED.region
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn bbox_results_lie_inside_and_match_brute_force(
+        example in any::<usize>(),
+        x in 0.0..1.0f64, y in 0.0..1.0f64, w in 0.005..2.5f64, h in 0.005..2.5f64,
+    ) {
+        let [w0, s0, e0, n0] = region();
+        // Boxes may reach past the region.
+        let west = w0 - 0.3 + x * (e0 - w0 + 0.3);
+        let south = s0 - 0.3 + y * (n0 - s0 + 0.3);
+        let (east, north) = (west + w, south + h);
+        let filter = GeoFilter { bbox: Some(vec![west, south, east, north]), ..Default::default() };
+        check(example, filter, |lon, lat| lon > west && lon < east && lat > south && lat < north)?;
+    }
+
+    #[test]
+    fn polygon_with_holes_results_lie_inside_and_match_brute_force(
+        example in any::<usize>(),
+        cx in 0.0..1.0f64, cy in 0.0..1.0f64, r in 0.02..1.2f64,
+        outer in prop::collection::vec((0.6..1.0f64, 0.0..1.0f64), 5..12),
+        hole in prop::collection::vec((0.05..0.2f64, 0.0..1.0f64), 4..8),
+        hole_clockwise in any::<bool>(),
+        with_hole in any::<bool>(),
+    ) {
+        let [w0, s0, e0, n0] = region();
+        let c = [w0 + cx * (e0 - w0), s0 + cy * (n0 - s0)];
+        let (radii, jitter): (Vec<f64>, Vec<f64>) = outer.into_iter().map(|(f, j)| (f * r, j)).unzip();
+        let mut rings = vec![star(c, &radii, &jitter, false)];
+        if with_hole {
+            let (radii, jitter): (Vec<f64>, Vec<f64>) = hole.into_iter().map(|(f, j)| (f * r, j)).unzip();
+            rings.push(star(c, &radii, &jitter, hole_clockwise));
+        }
+        let geojson = json!({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": rings}});
+        let filter = GeoFilter { geojson: Some(geojson), ..Default::default() };
+        check(example, filter, |lon, lat| in_rings(&rings, lon, lat))?;
+    }
+
+    #[test]
+    fn h3_cell_results_lie_inside_and_match_brute_force(
+        example in any::<usize>(),
+        picks in prop::collection::vec((0.0..1.0f64, 0.0..1.0f64, -6..=1i32, 0..2u32), 1..6),
+    ) {
+        let [w0, s0, e0, n0] = region();
+        let finest = fixture::shared().engine.index().record(0).h3.len() as i32 - 1;
+        let mut cells: Vec<CellIndex> = Vec::new();
+        for (x, y, offset, ring) in picks {
+            let res = Resolution::try_from((finest + offset).clamp(0, 15) as u8).unwrap();
+            let ll = LatLng::new(s0 + y * (n0 - s0), w0 + x * (e0 - w0)).unwrap();
+            cells.extend(ll.to_cell(res).grid_disk::<Vec<_>>(ring));
+        }
+        let filter = GeoFilter { h3: Some(cells.iter().map(|c| c.to_string()).collect()), ..Default::default() };
+        check(example, filter, |lon, lat| {
+            let ll = LatLng::new(lat, lon).unwrap();
+            cells.iter().any(|c| ll.to_cell(c.resolution()) == *c)
+        })?;
+    }
+
+    #[test]
+    fn circle_results_lie_inside_and_match_brute_force(
+        example in any::<usize>(),
+        cx in -0.1..1.1f64, cy in -0.1..1.1f64, radius_m in 200.0..120_000.0f64,
+    ) {
+        let [w0, s0, e0, n0] = region();
+        let center = Point::new(w0 + cx * (e0 - w0), s0 + cy * (n0 - s0));
+        let filter = GeoFilter {
+            point: Some(vec![center.x(), center.y()]),
+            radius_m: Some(radius_m),
+            ..Default::default()
+        };
+        check(example, filter, |lon, lat| Haversine.distance(center, Point::new(lon, lat)) <= radius_m)?;
+    }
+}

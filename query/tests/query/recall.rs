@@ -1,0 +1,105 @@
+//! ANN recall on the shared index: recall@10 against brute force with no filter and with bbox
+//! filters that keep 100 %, 10 %, 1 % and 0.1 % of the rows. The exact-scan threshold is set to
+//! zero so that the graph answers (HNSW, filtered HNSW), and the strategy is checked; with the
+//! default threshold this index is small enough to be scanned exactly.
+
+use nadir_query::plan::Plan;
+use nadir_query::search::{self, Strategy};
+use nadir_query::{Example, GeoFilter, SearchRequest};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::fixture::{self, brute_force, candidate_rows};
+
+const K: usize = 10;
+const QUERIES: usize = 40;
+const MIN_RECALL: f64 = 0.95;
+
+/// A query like a random row, within a random bbox keeping about `share` of the region.
+fn request(rng: &mut StdRng, share: Option<f64>) -> SearchRequest {
+    let fx = fixture::shared();
+    let index = fx.engine.index();
+    let row = rng.random_range(0..index.len() as u32);
+    let geofilter = share.map(|s| {
+        let [w, so, e, n] = fx.spec.region;
+        let bbox = if s >= 1.0 {
+            vec![w - 0.01, so - 0.01, e + 0.01, n + 0.01]
+        } else {
+            let (dx, dy) = ((e - w) * s.sqrt(), (n - so) * s.sqrt());
+            let x = rng.random_range(w..e - dx);
+            let y = rng.random_range(so..n - dy);
+            vec![x, y, x + dx, y + dy]
+        };
+        GeoFilter {
+            bbox: Some(bbox),
+            ..Default::default()
+        }
+    });
+    SearchRequest {
+        positives: vec![Example {
+            patch: Some(index.record(row).id.to_string()),
+            ..Default::default()
+        }],
+        geofilter,
+        k: K,
+        negative_weight: 0.5,
+        ..Default::default()
+    }
+}
+
+/// recall@k of one planned query run with `threshold`, and the strategy used.
+fn recall(plan: &Plan, threshold: usize) -> (f64, Strategy, usize) {
+    let index = fixture::shared().engine.index();
+    let (found, strategy) = search::execute_with(index, plan, threshold);
+    let allowed = candidate_rows(&plan.candidates, index.len());
+    let example = *plan.exclude.iter().next().expect("one example");
+    let truth = brute_force(index, &plan.vector, &allowed, example, K);
+    if truth.is_empty() {
+        return (1.0, strategy, allowed.len());
+    }
+    let hits = truth
+        .iter()
+        .filter(|(r, _)| found.iter().any(|(f, _)| f == r))
+        .count();
+    (hits as f64 / truth.len() as f64, strategy, allowed.len())
+}
+
+#[test]
+fn recall_at_10_holds_on_every_path() {
+    let fx = fixture::shared();
+    let n = fx.engine.index().len();
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut report = Vec::new();
+    for share in [None, Some(1.0), Some(0.1), Some(0.01), Some(0.001)] {
+        let (mut sum, mut exact_sum, mut allowed_sum) = (0.0, 0.0, 0usize);
+        for _ in 0..QUERIES {
+            let plan = fx.engine.plan(&request(&mut rng, share)).unwrap();
+            let (r, strategy, allowed) = recall(&plan, 0);
+            let want = if share.is_some() {
+                Strategy::HnswFiltered
+            } else {
+                Strategy::Hnsw
+            };
+            assert_eq!(strategy, want, "share {share:?}");
+            sum += r;
+            allowed_sum += allowed;
+            // This index fits the default threshold: an exact scan, exact results.
+            let (r, strategy, _) = recall(&plan, search::EXACT_SCAN_BYTES);
+            assert_eq!(strategy, Strategy::Exact);
+            exact_sum += r;
+        }
+        let (mean, exact) = (sum / QUERIES as f64, exact_sum / QUERIES as f64);
+        let kept = allowed_sum as f64 / (QUERIES * n) as f64;
+        report.push(format!(
+            "filter {share:?}: kept {:.3} %, recall@10 graph {mean:.4}, exact {exact:.4}",
+            100.0 * kept
+        ));
+        assert_eq!(exact, 1.0, "share {share:?}");
+        assert!(
+            mean >= MIN_RECALL,
+            "share {share:?}: recall@10 {mean:.4}\n{}",
+            report.join("\n")
+        );
+    }
+    println!("{}", report.join("\n"));
+}
