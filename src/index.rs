@@ -22,10 +22,50 @@ pub enum IndexCommand {
     /// Index scenes (rasters GDAL reads, or folders of them; plain JPEG/PNG/TIFF images too).
     /// Unchanged scenes are skipped, changed ones replaced; an interrupted run resumes.
     Add(AddArgs),
+    /// Import precomputed embeddings (Clay GeoParquet, AlphaEarth-style GeoTIFFs) under their own
+    /// model id. Such an index answers similarity searches (by example), not text queries.
+    Import {
+        #[command(subcommand)]
+        what: ImportCommand,
+    },
     /// Print the manifest summary of an index.
     Info {
         #[command(flatten)]
         dir: IndexDir,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImportCommand {
+    /// Clay GeoParquet files (embeddings of Sentinel-2 chips): one patch per row, model `clay-v0`.
+    Clay {
+        #[command(flatten)]
+        dir: IndexDir,
+        /// GeoParquet files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Tags stored with every patch (repeatable), after `clay`, `sentinel-2`.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// AlphaEarth-style embedding GeoTIFFs (one float band per dimension, one vector per pixel):
+    /// one patch per window, its valid pixels' mean vector.
+    #[command(name = "alphaearth")]
+    AlphaEarth {
+        #[command(flatten)]
+        dir: IndexDir,
+        /// GeoTIFF files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Window side in pixels (default: the index's own, or 16 for a new index).
+        #[arg(long)]
+        patch: Option<u32>,
+        /// Model name recorded in the index (default: alphaearth-v1).
+        #[arg(long)]
+        name: Option<String>,
+        /// Tags stored with every patch (repeatable), after `alphaearth`.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
     },
 }
 
@@ -68,6 +108,9 @@ pub struct AddArgs {
     /// Patches per forward pass.
     #[arg(long, default_value_t = 16)]
     batch: usize,
+    /// Commit to disk every N patches (work lost to a crash is at most this).
+    #[arg(long, default_value_t = nadir_indexer::writer::COMMIT_ROWS)]
+    commit_every: usize,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -76,6 +119,7 @@ pub struct AddArgs {
 pub fn run(cmd: IndexCommand) -> Result<()> {
     match cmd {
         IndexCommand::Add(a) => add(a),
+        IndexCommand::Import { what } => import(what),
         IndexCommand::Info { dir } => info(&dir),
     }
 }
@@ -118,6 +162,7 @@ fn add(a: AddArgs) -> Result<()> {
         tags: a.tags,
         batch: a.batch,
         progress: !a.quiet,
+        commit_rows: a.commit_every,
         model_source,
     };
     let report = nadir_indexer::add(&a.dir.index, encoder.as_ref(), &a.scenes, &opts)?;
@@ -126,6 +171,59 @@ fn add(a: AddArgs) -> Result<()> {
         bail!(
             "{} of the inputs failed (listed above); the others are indexed",
             report.failed.len()
+        );
+    }
+    Ok(())
+}
+
+fn import(what: ImportCommand) -> Result<()> {
+    use nadir_indexer::import::{Format, ImportOptions};
+    let (format, dir, files, opts) = match what {
+        ImportCommand::Clay { dir, files, tags } => (
+            Format::Clay,
+            dir,
+            files,
+            ImportOptions {
+                tags,
+                ..Default::default()
+            },
+        ),
+        ImportCommand::AlphaEarth {
+            dir,
+            files,
+            patch,
+            name,
+            tags,
+        } => (
+            Format::AlphaEarth,
+            dir,
+            files,
+            ImportOptions { name, patch, tags },
+        ),
+    };
+    let r = nadir_indexer::import::import(&dir.index, format, &files, &opts)?;
+    let model = Manifest::load(&dir.index)?.model;
+    println!(
+        "{}: {} files imported, {} replaced, {} unchanged, {} failed; {} patches written ({} skipped: no embedding or no valid pixel); {} patches of {} ({}-d) in the index; {:.1} s",
+        dir.index.display(),
+        r.added,
+        r.replaced,
+        r.unchanged,
+        r.failed.len(),
+        r.patches,
+        r.skipped_windows,
+        r.total_rows,
+        model.name,
+        model.dim,
+        r.elapsed.as_secs_f64()
+    );
+    for (path, why) in &r.failed {
+        println!("failed: {} ({why})", path.display());
+    }
+    if !r.failed.is_empty() {
+        bail!(
+            "{} of the inputs failed (listed above); the others are imported",
+            r.failed.len()
         );
     }
     Ok(())

@@ -168,6 +168,34 @@ enum BenchWhat {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// The query path on a synthetic index: build time, memory, latency, QPS and recall@10 with
+    /// and without geofilters, the raw graph at several ef, and a flat int8 scan.
+    Query {
+        #[arg(long, default_value_t = 1_000_000)]
+        n: usize,
+        #[arg(long, default_value_t = 512)]
+        dim: usize,
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// Intrinsic dimension of the clusters (0: noisy clusters in the full space, the hard case).
+        #[arg(long, default_value_t = 48)]
+        latent_dim: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// ef values of the raw graph sweep, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,20,40,64,80,160,320")]
+        ef: Vec<usize>,
+        /// Build the index here and keep it (reused when it holds the same data); default: a
+        /// temporary folder.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Write the data set and ground truth as .npy here, for scripts/bench_ann_hnswlib.py.
+        #[arg(long)]
+        dump: Option<PathBuf>,
+        /// Skip the int8 experiment.
+        #[arg(long)]
+        skip_int8: bool,
+    },
 }
 
 impl ModelArgs {
@@ -250,6 +278,33 @@ fn main() -> Result<()> {
             for r in rows {
                 println!("| {} | {:.2} | {:.2} |", r.batch, r.images_per_s, r.texts_per_s);
             }
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Query {
+                    n,
+                    dim,
+                    queries,
+                    latent_dim,
+                    seed,
+                    ef,
+                    dir,
+                    dump,
+                    skip_int8,
+                },
+        } => {
+            let opts = nadir_query::bench::QueryBench {
+                n,
+                dim,
+                queries,
+                latent_dim,
+                seed,
+                efs: ef,
+                dir,
+                dump,
+                skip_int8,
+            };
+            nadir_query::bench::run(&opts, &mut std::io::stdout())?;
         }
     }
     Ok(())

@@ -143,9 +143,20 @@ pub fn import(dir: &Path, format: Format, files: &[PathBuf], opts: &ImportOption
     let same_model = existing
         .as_ref()
         .filter(|m| m.model.name == name && !m.model.text);
-    let model = match same_model {
-        Some(m) => m.model.clone(),
-        None => first_model(format, &name, &mut inputs, &mut report)?,
+    let model = match (same_model, &existing) {
+        (Some(m), _) => m.model.clone(),
+        // Another model's index: the writer refuses it, naming both; nothing to probe.
+        (None, Some(other)) => ModelInfo {
+            name,
+            sha256: inputs
+                .first_mut()
+                .and_then(|i| i.checksum().ok())
+                .unwrap_or_default(),
+            dim: other.model.dim,
+            text: false,
+            source: None,
+        },
+        (None, None) => first_model(format, &name, &mut inputs, &mut report)?,
     };
     let tiling = match format {
         Format::Clay => square_tiling(CLAY_CHIP_PX),

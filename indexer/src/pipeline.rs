@@ -36,6 +36,8 @@ pub struct AddOptions {
     pub batch: usize,
     /// Show a progress bar.
     pub progress: bool,
+    /// Commit every this many rows (see [`IndexWriter::set_commit_rows`]).
+    pub commit_rows: usize,
     /// Where the model's weights came from (recorded in the manifest; see [`ModelInfo::source`]).
     pub model_source: Option<String>,
 }
@@ -48,6 +50,7 @@ impl Default for AddOptions {
             tags: Vec::new(),
             batch: 16,
             progress: true,
+            commit_rows: crate::writer::COMMIT_ROWS,
             model_source: None,
         }
     }
@@ -124,6 +127,7 @@ pub fn add(dir: &Path, encoder: &dyn Encoder, inputs: &[PathBuf], opts: &AddOpti
         .or_else(|| existing.map(|m| m.raster))
         .unwrap_or_default();
     let mut writer = IndexWriter::open(dir, model, tiling.clone(), raster.clone())?;
+    writer.set_commit_rows(opts.commit_rows);
     let landcover = LandCover::new(encoder)?;
     let (files, mut failed) = sources::expand(inputs);
     let mut report = Report::default();

@@ -19,8 +19,8 @@ use crate::thumbs::{Pack, PackBuilder};
 use crate::tiling::Tiling;
 use crate::{ann, text};
 
-/// Commit when this many rows are buffered...
-const FLUSH_ROWS: usize = 4096;
+/// By default, commit when this many rows are buffered...
+pub const COMMIT_ROWS: usize = 4096;
 /// ...or when the oldest buffered scene waited this long.
 const FLUSH_AFTER: Duration = Duration::from_secs(20);
 
@@ -52,6 +52,7 @@ pub struct IndexWriter {
     manifest: Manifest,
     pending: Pending,
     oldest_pending: Option<Instant>,
+    commit_rows: usize,
     _lock: WriterLock,
 }
 
@@ -94,8 +95,15 @@ impl IndexWriter {
             manifest,
             pending: Pending::default(),
             oldest_pending: None,
+            commit_rows: COMMIT_ROWS,
             _lock: lock,
         })
+    }
+
+    /// Commits whenever this many rows are buffered (smaller: less work lost to a crash, more
+    /// part files).
+    pub fn set_commit_rows(&mut self, rows: usize) {
+        self.commit_rows = rows.max(1);
     }
 
     /// The last committed manifest.
@@ -144,7 +152,7 @@ impl IndexWriter {
         self.pending.rows.extend(rows);
         self.pending.vectors.extend(vectors);
         self.oldest_pending.get_or_insert_with(Instant::now);
-        if self.pending.rows.len() >= FLUSH_ROWS
+        if self.pending.rows.len() >= self.commit_rows
             || self.oldest_pending.is_some_and(|t| t.elapsed() >= FLUSH_AFTER)
         {
             self.commit()?;

@@ -4,5 +4,7 @@
 mod common;
 #[path = "indexer/format.rs"]
 mod format;
+#[path = "indexer/import.rs"]
+mod import;
 #[path = "indexer/pipeline.rs"]
 mod pipeline;

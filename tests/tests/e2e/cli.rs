@@ -1,33 +1,10 @@
 //! End-to-end tests of the `nadir` binary as a user runs it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use crate::common::{lite_towers_present, nadir, root};
+
+use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
-
-/// The workspace root.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// The `nadir` binary of the same build profile as this test (`cargo build` puts it next to the
-/// `deps` folder this test runs from).
-fn nadir() -> Result<Command> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("target dir")?;
-    let bin = dir.join(format!("nadir{}", std::env::consts::EXE_SUFFIX));
-    ensure!(
-        bin.is_file(),
-        "{} is missing: build the CLI first (`cargo build --workspace --bins`), as scripts/test.sh does",
-        bin.display()
-    );
-    let mut cmd = Command::new(bin);
-    cmd.current_dir(root());
-    Ok(cmd)
-}
 
 #[test]
 fn embed_text_prints_a_unit_vector_equal_to_open_clip() -> Result<()> {
@@ -107,22 +84,6 @@ fn embed_image_prints_one_vector_per_file() -> Result<()> {
     ensure!(vs.len() == 2 && vs.iter().all(|v| v.len() == 32));
     ensure!(vs[0] != vs[1], "two different images gave the same vector");
     Ok(())
-}
-
-/// `$NADIR_MODELS` or `~/.cache/nadir/models` has the default model's towers.
-fn lite_towers_present(test: &str) -> bool {
-    let dir = nadir_clip::lite::models_dir();
-    let present = dir.join("all-minilm-l6-v2/model.safetensors").is_file()
-        && dir
-            .join("efficientnet-lite0/efficientnet-lite0-57934424.pth")
-            .is_file();
-    if !present {
-        eprintln!(
-            "{test} skipped: nadir-lite towers missing from {} (run scripts/fetch-models.sh)",
-            dir.display()
-        );
-    }
-    present
 }
 
 #[test]

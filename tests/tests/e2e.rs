@@ -1,0 +1,11 @@
+//! End-to-end tests of Nadir, one binary: the `nadir` CLI as a user runs it, the real HTTP router
+//! on an index built from the demo scenes, and crash safety of indexing under `kill -9`.
+
+#[path = "e2e/cli.rs"]
+mod cli;
+#[path = "e2e/common.rs"]
+mod common;
+#[path = "e2e/crash.rs"]
+mod crash;
+#[path = "e2e/service.rs"]
+mod service;

@@ -1,0 +1,46 @@
+//! Shared helpers: the workspace root, the built `nadir` binary, the demo index built once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{ensure, Context, Result};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The `nadir` binary of the same build profile as this test (`cargo build` puts it next to the
+/// `deps` folder this test runs from).
+pub fn nadir() -> Result<Command> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(Path::parent).context("target dir")?;
+    let bin = dir.join(format!("nadir{}", std::env::consts::EXE_SUFFIX));
+    ensure!(
+        bin.is_file(),
+        "{} is missing: build the CLI first (`cargo build --workspace --bins`), as scripts/test.sh does",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(root());
+    Ok(cmd)
+}
+
+/// `$NADIR_MODELS` or `~/.cache/nadir/models` has the default model's towers.
+pub fn lite_towers_present(test: &str) -> bool {
+    let dir = nadir_clip::lite::models_dir();
+    let present = dir.join("all-minilm-l6-v2/model.safetensors").is_file()
+        && dir
+            .join("efficientnet-lite0/efficientnet-lite0-57934424.pth")
+            .is_file();
+    if !present {
+        eprintln!(
+            "{test} skipped: nadir-lite towers missing from {} (run scripts/fetch-models.sh)",
+            dir.display()
+        );
+    }
+    present
+}
