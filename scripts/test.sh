@@ -18,3 +18,5 @@ echo "== build"
 cargo build --workspace --bins --locked
 echo "== tests"
 cargo test --workspace --locked
+echo "== outside tools: GeoPandas on the GeoParquet, schemathesis on the API"
+bash scripts/check_outside.sh

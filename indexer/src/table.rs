@@ -20,7 +20,6 @@ use geo::{BoundingRect, Polygon};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use serde_json::json;
 
@@ -266,10 +265,17 @@ pub fn to_batch(rows: &[PatchRecord], embeddings: &[f32], dim: usize) -> Result<
 
 /// Writes a part file atomically.
 pub fn write_part(path: &Path, rows: &[PatchRecord], embeddings: &[f32], dim: usize) -> Result<()> {
+    // The `geo` key goes in the arrow schema's metadata: the writer copies it into the parquet
+    // key-value metadata, and readers that take the schema from `ARROW:schema` (pyarrow,
+    // GeoPandas) see it too.
+    let geo = std::collections::HashMap::from([("geo".to_string(), geo_metadata(rows))]);
     let batch = to_batch(rows, embeddings, dim)?;
+    let batch = batch
+        .clone()
+        .with_schema(Arc::new(batch.schema().as_ref().clone().with_metadata(geo)))
+        .map_err(|e| Error::table(path, e))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_key_value_metadata(Some(vec![KeyValue::new("geo".to_string(), geo_metadata(rows))]))
         .build();
     fsutil::write_atomic_with(path, |w| {
         let mut writer =

@@ -123,7 +123,7 @@ impl Engine {
     /// The patch containing (lon, lat).
     pub fn patch_at(&self, lon: f64, lat: f64) -> Result<Hit> {
         let row = plan::row_at(&self.index, &self.cells, lon, lat)
-            .ok_or_else(|| Error::bad(format!("no indexed patch contains ({lon}, {lat})")))?;
+            .ok_or_else(|| Error::NothingAt(format!("no indexed patch contains ({lon}, {lat})")))?;
         Ok(Hit::new(&self.index, row, None))
     }
 

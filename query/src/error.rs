@@ -12,6 +12,10 @@ pub enum Error {
     #[error("unknown patch {0}")]
     UnknownPatch(String),
 
+    /// No indexed patch contains a location.
+    #[error("{0}")]
+    NothingAt(String),
+
     /// The index could not be read.
     #[error(transparent)]
     Index(#[from] nadir_indexer::Error),

@@ -169,7 +169,7 @@ fn examples(
                 return Err(Error::bad("an example location needs both lon and lat"));
             };
             let row = row_at(index, cells, lon, lat)
-                .ok_or_else(|| Error::bad(format!("no indexed patch contains ({lon}, {lat})")))?;
+                .ok_or_else(|| Error::NothingAt(format!("no indexed patch contains ({lon}, {lat})")))?;
             exclude.insert(row);
             out.push(index.vector(row).to_vec());
         }
@@ -213,8 +213,15 @@ pub fn plan(
     if let Some(g) = &req.geofilter {
         let area = g.area()?;
         let mut rows = Vec::new();
-        match cells.resolution().and_then(|res| area.covering(res)) {
-            Some(covering) => cells.rows_near(covering, &mut rows),
+        match cells
+            .resolution()
+            .and_then(|res| Some((res, area.covering(res)?)))
+        {
+            // Rows are keyed at `res`: a finer cell (an H3 filter's) looks in its ancestor there.
+            Some((res, covering)) => cells.rows_near(
+                covering.into_iter().map(|c| c.parent(res).unwrap_or(c)),
+                &mut rows,
+            ),
             None => rows.extend(0..index.len() as u32),
         }
         rows.retain(|&r| {

@@ -52,6 +52,7 @@ pub struct SearchRequest {
     pub time: Option<TimeRange>,
     /// How many results (1 to 1000).
     #[serde(default = "default_k")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub k: usize,
     /// Leave out results scoring below this cosine similarity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,10 +65,13 @@ pub struct SearchRequest {
 #[serde(deny_unknown_fields)]
 pub struct Example {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9a-f]{16}$")]
     pub patch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -180.0, maximum = 180.0)]
     pub lon: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -90.0, maximum = 90.0)]
     pub lat: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_base64: Option<String>,

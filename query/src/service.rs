@@ -74,6 +74,7 @@ impl From<Error> for ApiError {
         match e {
             Error::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
             Error::UnknownPatch(id) => ApiError::new(StatusCode::NOT_FOUND, format!("unknown patch {id}")),
+            Error::NothingAt(m) => ApiError::new(StatusCode::NOT_FOUND, m),
             Error::Model(nadir_clip::Error::InvalidInput(m)) => ApiError::new(StatusCode::BAD_REQUEST, m),
             Error::Index(nadir_indexer::Error::Invalid(m)) => ApiError::new(StatusCode::BAD_REQUEST, m),
             other => {
@@ -179,10 +180,14 @@ async fn search_geojson(
 #[into_params(parameter_in = Query)]
 struct SimilarParams {
     /// Patch id.
+    #[param(pattern = "^[0-9a-f]{16}$")]
     patch: Option<String>,
+    #[param(minimum = -180.0, maximum = 180.0)]
     lon: Option<f64>,
+    #[param(minimum = -90.0, maximum = 90.0)]
     lat: Option<f64>,
     /// Results (default 20).
+    #[param(minimum = 1, maximum = 1000)]
     k: Option<usize>,
 }
 
@@ -210,7 +215,7 @@ async fn similar(
 }
 
 /// One patch's metadata.
-#[utoipa::path(get, path = "/api/patches/{id}", params(("id" = String, Path, description = "patch id")),
+#[utoipa::path(get, path = "/api/patches/{id}", params(("id" = String, Path, description = "patch id", pattern = "^[0-9a-f]{16}$")),
     responses((status = 200, body = Hit), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn patch(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Hit>> {
     Ok(Json(run(&s, move |e| e.patch(&id)).await?))
@@ -220,7 +225,9 @@ async fn patch(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<J
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct LonLat {
+    #[param(minimum = -180.0, maximum = 180.0)]
     lon: f64,
+    #[param(minimum = -90.0, maximum = 90.0)]
     lat: f64,
 }
 
@@ -236,7 +243,7 @@ async fn patch_at(
 }
 
 /// A patch's JPEG thumbnail.
-#[utoipa::path(get, path = "/api/patches/{id}/thumbnail.jpg", params(("id" = String, Path, description = "patch id")),
+#[utoipa::path(get, path = "/api/patches/{id}/thumbnail.jpg", params(("id" = String, Path, description = "patch id", pattern = "^[0-9a-f]{16}$")),
     responses((status = 200, content_type = "image/jpeg", body = Vec<u8>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn thumbnail(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let bytes = run(&s, move |e| e.thumbnail(&id)).await?;

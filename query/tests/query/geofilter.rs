@@ -7,6 +7,7 @@ use geo::{Distance, Haversine, Point};
 use h3o::{CellIndex, LatLng, Resolution};
 use nadir_query::{Example, GeoFilter, SearchRequest};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use serde_json::json;
 
 use crate::fixture::{self, brute_force, candidate_rows, rows_inside};
@@ -108,18 +109,37 @@ fn region() -> [f64; 4] {
     fixture::SHARED.region
 }
 
+/// A point of the region at (x, y) in [0, 1)^2, or, when `row` is given, that row's centroid (so
+/// that small areas hold rows too).
+fn anchor(x: f64, y: f64, row: Option<usize>) -> (f64, f64) {
+    if let Some(r) = row {
+        let index = fixture::shared().engine.index();
+        return index
+            .record((r % index.len()) as u32)
+            .centroid
+            .expect("georeferenced");
+    }
+    let [w0, s0, e0, n0] = region();
+    (w0 + x * (e0 - w0), s0 + y * (n0 - s0))
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 12,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn bbox_results_lie_inside_and_match_brute_force(
         example in any::<usize>(),
-        x in 0.0..1.0f64, y in 0.0..1.0f64, w in 0.005..2.5f64, h in 0.005..2.5f64,
+        x in -0.15..1.0f64, y in -0.15..1.0f64, row in prop::option::of(any::<usize>()),
+        w in -3.0..0.4f64, h in -3.0..0.4f64,
     ) {
-        let [w0, s0, e0, n0] = region();
-        // Boxes may reach past the region.
-        let west = w0 - 0.3 + x * (e0 - w0 + 0.3);
-        let south = s0 - 0.3 + y * (n0 - s0 + 0.3);
+        // Boxes from 0.001 to 2.5 degrees wide, that may reach past the region.
+        let (w, h) = (10f64.powf(w), 10f64.powf(h));
+        let (x0, y0) = anchor(x, y, row);
+        let (west, south) = if row.is_some() { (x0 - w / 2.0, y0 - h / 2.0) } else { (x0, y0) };
         let (east, north) = (west + w, south + h);
         let filter = GeoFilter { bbox: Some(vec![west, south, east, north]), ..Default::default() };
         check(example, filter, |lon, lat| lon > west && lon < east && lat > south && lat < north)?;
@@ -150,14 +170,18 @@ proptest! {
     #[test]
     fn h3_cell_results_lie_inside_and_match_brute_force(
         example in any::<usize>(),
-        picks in prop::collection::vec((0.0..1.0f64, 0.0..1.0f64, -6..=1i32, 0..2u32), 1..6),
+        picks in prop::collection::vec(
+            (0.0..1.0f64, 0.0..1.0f64, prop::option::of(any::<usize>()), -6..=2i32, 0..2u32),
+            1..6,
+        ),
     ) {
-        let [w0, s0, e0, n0] = region();
+        // Cells from 6 resolutions coarser than the rows' to 2 finer, some around rows.
         let finest = fixture::shared().engine.index().record(0).h3.len() as i32 - 1;
         let mut cells: Vec<CellIndex> = Vec::new();
-        for (x, y, offset, ring) in picks {
+        for (x, y, row, offset, ring) in picks {
             let res = Resolution::try_from((finest + offset).clamp(0, 15) as u8).unwrap();
-            let ll = LatLng::new(s0 + y * (n0 - s0), w0 + x * (e0 - w0)).unwrap();
+            let (lon, lat) = anchor(x, y, row);
+            let ll = LatLng::new(lat, lon).unwrap();
             cells.extend(ll.to_cell(res).grid_disk::<Vec<_>>(ring));
         }
         let filter = GeoFilter { h3: Some(cells.iter().map(|c| c.to_string()).collect()), ..Default::default() };
@@ -170,10 +194,13 @@ proptest! {
     #[test]
     fn circle_results_lie_inside_and_match_brute_force(
         example in any::<usize>(),
-        cx in -0.1..1.1f64, cy in -0.1..1.1f64, radius_m in 200.0..120_000.0f64,
+        cx in -0.1..1.1f64, cy in -0.1..1.1f64, row in prop::option::of(any::<usize>()),
+        radius in 1.5..5.1f64,
     ) {
-        let [w0, s0, e0, n0] = region();
-        let center = Point::new(w0 + cx * (e0 - w0), s0 + cy * (n0 - s0));
+        // Radii from 30 m to 125 km.
+        let radius_m = 10f64.powf(radius);
+        let (lon, lat) = anchor(cx, cy, row);
+        let center = Point::new(lon, lat);
         let filter = GeoFilter {
             point: Some(vec![center.x(), center.y()]),
             radius_m: Some(radius_m),

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Checks Nadir with outside tools, as users' tools see it: indexes the demo scenes with the debug
+# CLI, opens the GeoParquet patch table with GeoPandas (scripts/check_geoparquet.py), then serves
+# the index on 127.0.0.1 and fuzzes the API from its OpenAPI document with schemathesis: no answer
+# may be a 5xx. Python packages go into a virtualenv under target/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=target/pyenv
+if [ ! -x "$venv/bin/st" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet geopandas==1.1.1 pyarrow==26.0.1 shapely==2.2.0 schemathesis==4.32.5
+fi
+nadir=./target/debug/nadir
+index=target/check-index
+"$nadir" index add --quiet --index "$index" data/scenes
+"$venv/bin/python" scripts/check_geoparquet.py "$index"
+
+port=${NADIR_CHECK_PORT:-18181}
+"$nadir" serve --index "$index" --addr "127.0.0.1:$port" --query-timeout 20 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 120); do
+  curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+  sleep 0.5
+done
+"$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" --checks not_a_server_error \
+  --max-examples 40 --generation-deterministic --request-timeout 30
+echo "API fuzzing: no 5xx"
