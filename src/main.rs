@@ -168,6 +168,17 @@ enum BenchWhat {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// Indexing throughput on one scene: the whole pipeline against the model alone, by stage.
+    Index {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The scene (default: the Manila drone orthophoto of the demo data).
+        #[arg(default_value = "data/scenes/manila-pasig-river.tif")]
+        scene: PathBuf,
+        /// Patches per forward pass.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+    },
     /// The query path on a synthetic index: build time, memory, latency, QPS and recall@10 with
     /// and without geofilters, the raw graph at several ef, and a flat int8 scan.
     Query {
@@ -277,6 +288,47 @@ fn main() -> Result<()> {
             let rows = nadir_clip::bench::bench_clip(&cfg, &batch, Duration::from_secs_f64(seconds))?;
             for r in rows {
                 println!("| {} | {:.2} | {:.2} |", r.batch, r.images_per_s, r.texts_per_s);
+            }
+        }
+        Command::Bench {
+            what: BenchWhat::Index { model, scene, batch },
+        } => {
+            let enc = model.load()?;
+            let opts = nadir_indexer::AddOptions {
+                batch,
+                progress: false,
+                ..Default::default()
+            };
+            let b = nadir_indexer::bench::bench_index(enc.as_ref(), &scene, &opts)?;
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let rate = |d: Duration| b.patches as f64 / d.as_secs_f64().max(1e-9);
+            println!(
+                "{}: {} patches, model {}, batch {batch}, {threads} threads",
+                scene.display(),
+                b.patches,
+                enc.model_id()?.name
+            );
+            println!("| what | seconds | patches/s |");
+            println!("|---|---:|---:|");
+            println!(
+                "| whole pipeline | {:.2} | {:.1} |",
+                b.pipeline.as_secs_f64(),
+                rate(b.pipeline)
+            );
+            println!(
+                "| model alone | {:.2} | {:.1} |",
+                b.model_only.as_secs_f64(),
+                rate(b.model_only)
+            );
+            let t = &b.timings;
+            for (name, d) in [
+                ("read + stretch", t.read),
+                ("embed", t.embed),
+                ("annotate (footprint, H3, labels, thumbnail)", t.annotate),
+                ("write (parquet, packs, manifest)", t.write),
+                ("graph + text index", t.derived),
+            ] {
+                println!("| - {name} | {:.2} | |", d.as_secs_f64());
             }
         }
         Command::Bench {

@@ -1,5 +1,5 @@
 //! `nadir search`, `nadir similar` and `nadir serve`: arguments for querying an index; the work
-//! is in `nadir-query`.
+//! is in `nadir-query` (and, for the page `serve` adds to the API, `nadir-web`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nadir_clip::registry::ModelSpec;
-use nadir_query::service::{self, ServiceConfig};
+use nadir_query::service::ServiceConfig;
 use nadir_query::{Engine, Example, GeoFilter, SearchRequest, SearchResponse, TimeRange};
 
 use crate::index::IndexDir;
@@ -223,7 +223,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let engine = Arc::new(engine(&a.dir, &a.model)?);
     let info = engine.info();
     eprintln!(
-        "serving {} ({} patches, model {}) on http://{}/ (API: /openapi.json)",
+        "serving {} ({} patches, model {}) on http://{}/ (the page; API: /openapi.json)",
         a.dir.index.display(),
         info.patches,
         info.model,
@@ -233,6 +233,6 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         query_timeout: Duration::from_secs_f64(a.query_timeout),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(service::serve(engine, a.addr, config))?;
+    rt.block_on(nadir_web::serve(engine, a.addr, config))?;
     Ok(())
 }

@@ -11,6 +11,7 @@
 //!   index of patch metadata (see [`text`]).
 
 pub mod ann;
+pub mod bench;
 pub mod cells;
 pub mod error;
 mod fsutil;

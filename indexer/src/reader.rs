@@ -61,6 +61,9 @@ impl Index {
     /// Opens the index in `dir`. When the derived structures lag behind the rows (a run was
     /// interrupted before rebuilding them), the index still opens: search falls back to exact
     /// scans and keyword filters are refused until `nadir index add` finishes the job.
+    ///
+    /// A writer may commit meanwhile and remove files of the manifest this reader started from;
+    /// the reader then starts again from the new manifest (a few times at most).
     pub fn open(dir: &Path) -> Result<Self> {
         if !Manifest::exists(dir) {
             return Err(Error::format(
@@ -68,7 +71,17 @@ impl Index {
                 "no index here (no manifest.json); build one with `nadir index add`",
             ));
         }
-        let manifest = Manifest::load(dir)?;
+        let mut attempts = 0;
+        loop {
+            let manifest = Manifest::load(dir)?;
+            match Self::open_manifest(dir, manifest.clone()) {
+                Err(Error::Io { .. }) if attempts < 3 && Manifest::load(dir)? != manifest => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    fn open_manifest(dir: &Path, manifest: Manifest) -> Result<Self> {
         let rows = Rows::read(dir, &manifest)?;
         let mut by_id = HashMap::with_capacity(rows.records.len());
         for (i, r) in rows.records.iter().enumerate() {
