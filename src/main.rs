@@ -2,6 +2,7 @@
 //! lives in the workspace crates.
 
 mod index;
+mod labels;
 mod search;
 
 use std::path::PathBuf;
@@ -92,6 +93,11 @@ enum Command {
     Similar(search::SimilarArgs),
     /// Serve an index over HTTP (JSON API, OpenAPI at /openapi.json).
     Serve(search::ServeArgs),
+    /// Label patches per class, and learn from the labels (linear probes, suggestions).
+    Labels {
+        #[command(subcommand)]
+        what: labels::LabelsCommand,
+    },
     /// Measure throughput and print a table.
     Bench {
         #[command(subcommand)]
@@ -277,6 +283,7 @@ fn main() -> Result<()> {
         Command::Search(a) => search::search(a)?,
         Command::Similar(a) => search::similar(a)?,
         Command::Serve(a) => search::serve(a)?,
+        Command::Labels { what } => labels::run(what)?,
         Command::Bench {
             what: BenchWhat::Clip { arch, batch, seconds },
         } => {

@@ -3,6 +3,7 @@
 //! refused: its vectors live in another space.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use nadir_clip::registry::{load_encoder, ModelSpec};
@@ -13,7 +14,9 @@ use utoipa::ToSchema;
 
 use crate::cells::CellLookup;
 use crate::error::{Error, Result};
+use crate::geofilter::GeoFilter;
 use crate::hit::{Hit, SearchResponse};
+use crate::labels::LabelStore;
 use crate::plan::{self, Plan};
 use crate::request::SearchRequest;
 use crate::search;
@@ -23,6 +26,8 @@ pub struct Engine {
     index: Index,
     cells: CellLookup,
     encoder: Option<Box<dyn Encoder>>,
+    /// The index's label store, opened on first use.
+    labels: Mutex<Option<Arc<LabelStore>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -79,6 +84,7 @@ impl Engine {
             index,
             cells,
             encoder,
+            labels: Mutex::new(None),
         })
     }
 
@@ -113,6 +119,33 @@ impl Engine {
         self.index
             .row_of(pid)
             .ok_or_else(|| Error::UnknownPatch(id.to_string()))
+    }
+
+    /// The rows whose centroid lies inside a geofilter's area, sorted; every row without one.
+    pub fn rows_in(&self, geofilter: Option<&GeoFilter>) -> Result<Vec<u32>> {
+        let Some(g) = geofilter else {
+            return Ok((0..self.index.len() as u32).collect());
+        };
+        let mut rows = plan::rows_in_area(&self.index, &self.cells, &g.area()?);
+        rows.sort_unstable();
+        rows.dedup();
+        Ok(rows)
+    }
+
+    /// The row of a patch id (400 for a malformed id, 404 for an unknown one).
+    pub fn row_of(&self, id: &str) -> Result<u32> {
+        self.row(id)
+    }
+
+    /// The label store of this index (`labels.sqlite` in its folder), opened on first use.
+    pub fn labels(&self) -> Result<Arc<LabelStore>> {
+        let mut slot = self.labels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = slot.as_ref() {
+            return Ok(store.clone());
+        }
+        let store = Arc::new(LabelStore::open(self.index.dir())?);
+        *slot = Some(store.clone());
+        Ok(store)
     }
 
     /// The metadata of one patch.

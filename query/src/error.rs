@@ -23,6 +23,18 @@ pub enum Error {
     /// The encoder failed.
     #[error(transparent)]
     Model(#[from] nadir_clip::Error),
+
+    /// Something the request names does not exist (a label, a class without labels).
+    #[error("{0}")]
+    NotFound(String),
+
+    /// The label store (`labels.sqlite`) could not be read or written.
+    #[error("label store {path}: {source}")]
+    Labels {
+        path: std::path::PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
 }
 
 /// The `query` crate's result type.

@@ -10,6 +10,7 @@ use nadir_indexer::{Index, PatchId};
 
 use crate::cells::CellLookup;
 use crate::error::{Error, Result};
+use crate::geofilter::Area;
 use crate::request::{Example, SearchRequest};
 
 /// Rows a search may return.
@@ -124,6 +125,29 @@ pub fn row_at(index: &Index, cells: &CellLookup, lon: f64, lat: f64) -> Option<u
         })
 }
 
+/// The rows whose centroid lies inside `area` (unsorted): the H3 covering, then exact containment.
+pub fn rows_in_area(index: &Index, cells: &CellLookup, area: &Area) -> Vec<u32> {
+    let mut rows = Vec::new();
+    match cells
+        .resolution()
+        .and_then(|res| Some((res, area.covering(res)?)))
+    {
+        // Rows are keyed at `res`: a finer cell (an H3 filter's) looks in its ancestor there.
+        Some((res, covering)) => cells.rows_near(
+            covering.into_iter().map(|c| c.parent(res).unwrap_or(c)),
+            &mut rows,
+        ),
+        None => rows.extend(0..index.len() as u32),
+    }
+    rows.retain(|&r| {
+        index
+            .record(r)
+            .centroid
+            .is_some_and(|(lon, lat)| area.contains(lon, lat))
+    });
+    rows
+}
+
 /// Resolves examples to embeddings, and the rows they name.
 fn examples(
     index: &Index,
@@ -211,26 +235,7 @@ pub fn plan(
 
     let mut candidates = Candidates::All;
     if let Some(g) = &req.geofilter {
-        let area = g.area()?;
-        let mut rows = Vec::new();
-        match cells
-            .resolution()
-            .and_then(|res| Some((res, area.covering(res)?)))
-        {
-            // Rows are keyed at `res`: a finer cell (an H3 filter's) looks in its ancestor there.
-            Some((res, covering)) => cells.rows_near(
-                covering.into_iter().map(|c| c.parent(res).unwrap_or(c)),
-                &mut rows,
-            ),
-            None => rows.extend(0..index.len() as u32),
-        }
-        rows.retain(|&r| {
-            index
-                .record(r)
-                .centroid
-                .is_some_and(|(lon, lat)| area.contains(lon, lat))
-        });
-        candidates = candidates.intersect(rows);
+        candidates = candidates.intersect(rows_in_area(index, cells, &g.area()?));
     }
     if let Some(k) = req.keywords.as_deref().filter(|k| !k.trim().is_empty()) {
         let text_index = index.text().ok_or_else(|| {

@@ -42,7 +42,7 @@ impl Default for ServiceConfig {
 }
 
 #[derive(Debug, Clone)]
-struct AppState {
+pub(crate) struct AppState {
     engine: Arc<Engine>,
     config: ServiceConfig,
 }
@@ -61,7 +61,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -74,7 +74,7 @@ impl From<Error> for ApiError {
         match e {
             Error::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
             Error::UnknownPatch(id) => ApiError::new(StatusCode::NOT_FOUND, format!("unknown patch {id}")),
-            Error::NothingAt(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+            Error::NothingAt(m) | Error::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
             Error::Model(nadir_clip::Error::InvalidInput(m)) => ApiError::new(StatusCode::BAD_REQUEST, m),
             Error::Index(nadir_indexer::Error::Invalid(m)) => ApiError::new(StatusCode::BAD_REQUEST, m),
             other => {
@@ -106,10 +106,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// Runs blocking engine work off the async threads, within the query time limit.
-async fn run<T: Send + 'static>(
+pub(crate) async fn run<T: Send + 'static>(
     state: &AppState,
     work: impl FnOnce(&Engine) -> crate::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
@@ -280,7 +280,9 @@ struct ApiDoc;
 
 /// The OpenAPI document of the service.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::labels_api::LabelsDoc::openapi());
+    doc
 }
 
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
@@ -304,6 +306,7 @@ pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
         .route("/api/patch_at", get(patch_at))
         .route("/api/patches/{id}", get(patch))
         .route("/api/patches/{id}/thumbnail.jpg", get(thumbnail))
+        .merge(crate::labels_api::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

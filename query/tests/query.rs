@@ -6,5 +6,7 @@
 mod fixture;
 #[path = "query/geofilter.rs"]
 mod geofilter;
+#[path = "query/labels.rs"]
+mod labels;
 #[path = "query/recall.rs"]
 mod recall;

@@ -1,5 +1,6 @@
 //! End-to-end tests of Nadir, one binary: the `nadir` CLI as a user runs it, the real HTTP router
-//! on an index built from the demo scenes, and crash safety of indexing under `kill -9`.
+//! on an index built from the demo scenes, labels and active learning, and crash safety of
+//! indexing and of labelling under `kill -9`.
 
 #[path = "e2e/cli.rs"]
 mod cli;
@@ -7,5 +8,7 @@ mod cli;
 mod common;
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/labels.rs"]
+mod labels;
 #[path = "e2e/service.rs"]
 mod service;

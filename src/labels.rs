@@ -1,0 +1,280 @@
+//! `nadir labels`: add, remove, list, import and export the labels of an index, train a class's
+//! probe and ask it what to label next. The work is in `nadir_query::labels` and
+//! `nadir_query::learn`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use nadir_indexer::Index;
+use nadir_query::labels::{self, LabelSource, LabelStore, NewLabel};
+use nadir_query::learn::{self, SuggestMode, SuggestRequest};
+use nadir_query::{Engine, GeoFilter};
+
+use crate::index::IndexDir;
+
+#[derive(Subcommand, Debug)]
+pub enum LabelsCommand {
+    /// Label patches for a class (relabelling replaces); prints each stored label as it is
+    /// acknowledged (durable from then on).
+    Add {
+        #[command(flatten)]
+        dir: IndexDir,
+        #[arg(long, short = 'c')]
+        class: String,
+        /// Patch ids.
+        #[arg(required = true)]
+        patches: Vec<String>,
+        /// The patches do not show the class.
+        #[arg(long)]
+        negative: bool,
+        #[arg(long, value_enum, default_value = "search")]
+        source: SourceArg,
+    },
+    /// Remove the labels of patches for a class.
+    Remove {
+        #[command(flatten)]
+        dir: IndexDir,
+        #[arg(long, short = 'c')]
+        class: String,
+        #[arg(required = true)]
+        patches: Vec<String>,
+    },
+    /// List labels (all, or a class's) and the classes' counts.
+    List {
+        #[command(flatten)]
+        dir: IndexDir,
+        #[arg(long, short = 'c')]
+        class: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import labels from a GeoJSON file: points (the patch containing each), polygons (every
+    /// patch whose centroid is inside) or features with a `patch_id` property.
+    Import {
+        #[command(flatten)]
+        dir: IndexDir,
+        #[arg(long, short = 'c')]
+        class: String,
+        file: PathBuf,
+        #[arg(long)]
+        negative: bool,
+    },
+    /// Export labels as a GeoJSON FeatureCollection of the labelled patches' footprints.
+    Export {
+        #[command(flatten)]
+        dir: IndexDir,
+        #[arg(long, short = 'c')]
+        class: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+    },
+    /// Train a class's probe; report spatially cross-validated precision and recall.
+    Learn {
+        #[command(flatten)]
+        dir: IndexDir,
+        #[arg(long, short = 'c')]
+        class: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What to label next: uncertain patches spread over space, or (--likely) likely positives.
+    Suggest {
+        #[command(flatten)]
+        dir: IndexDir,
+        #[arg(long, short = 'c')]
+        class: String,
+        #[arg(short, default_value_t = 10)]
+        n: usize,
+        #[arg(long)]
+        likely: bool,
+        /// Only patches inside min_lon,min_lat,max_lon,max_lat.
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+        bbox: Option<Vec<f64>>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum SourceArg {
+    Search,
+    Suggestion,
+    Import,
+}
+
+fn engine(dir: &IndexDir) -> Result<Engine> {
+    let index = Index::open(&dir.index).with_context(|| format!("opening index {}", dir.index.display()))?;
+    Ok(Engine::new(index, None)?)
+}
+
+fn store(dir: &IndexDir) -> Result<LabelStore> {
+    if !nadir_indexer::Manifest::exists(&dir.index) {
+        bail!("{}: no index here", dir.index.display());
+    }
+    Ok(LabelStore::open(&dir.index)?)
+}
+
+pub fn run(cmd: LabelsCommand) -> Result<()> {
+    match cmd {
+        LabelsCommand::Add {
+            dir,
+            class,
+            patches,
+            negative,
+            source,
+        } => {
+            let engine = engine(&dir)?;
+            let source = match source {
+                SourceArg::Search => LabelSource::Search,
+                SourceArg::Suggestion => LabelSource::Suggestion,
+                SourceArg::Import => LabelSource::Import,
+            };
+            let mut out = std::io::stdout().lock();
+            for patch_id in patches {
+                let l = labels::add_checked(
+                    &engine,
+                    &NewLabel {
+                        patch_id,
+                        class: class.clone(),
+                        positive: !negative,
+                        source,
+                        query: None,
+                    },
+                )?;
+                let sign = if l.positive { "+" } else { "-" };
+                writeln!(out, "{}\t{}\t{sign}{}", l.id, l.patch_id, l.class)?;
+                out.flush()?;
+            }
+        }
+        LabelsCommand::Remove { dir, class, patches } => {
+            let store = store(&dir)?;
+            for p in patches {
+                if !store.remove(&p, &class)? {
+                    bail!("patch {p} has no label for class {class:?}");
+                }
+                println!("removed {p} from {class:?}");
+            }
+        }
+        LabelsCommand::List { dir, class, json } => {
+            let store = store(&dir)?;
+            let list = store.list(class.as_deref())?;
+            if json {
+                let v = serde_json::json!({"labels": list, "classes": store.classes()?});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("| class | positives | negatives |");
+            println!("|---|---:|---:|");
+            for c in store.classes()? {
+                println!("| {} | {} | {} |", c.class, c.positives, c.negatives);
+            }
+            println!();
+            println!("| id | patch | class | label | source | created (unix ms) |");
+            println!("|---:|---|---|---|---|---:|");
+            for l in list {
+                let sign = if l.positive { "positive" } else { "negative" };
+                println!(
+                    "| {} | {} | {} | {sign} | {:?} | {} |",
+                    l.id, l.patch_id, l.class, l.source, l.created_ms
+                );
+            }
+        }
+        LabelsCommand::Import {
+            dir,
+            class,
+            file,
+            negative,
+        } => {
+            let engine = engine(&dir)?;
+            let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+            let v = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
+            let r = labels::import_geojson(&engine, &v, &class, !negative)?;
+            println!(
+                "imported {} labels; {} points or polygons matched no patch",
+                r.added, r.unmatched
+            );
+        }
+        LabelsCommand::Export { dir, class, out } => {
+            let engine = engine(&dir)?;
+            let fc = labels::export_geojson(&engine, class.as_deref())?;
+            let text = serde_json::to_string_pretty(&fc)? + "\n";
+            match out {
+                Some(p) => std::fs::write(&p, text).with_context(|| p.display().to_string())?,
+                None => print!("{text}"),
+            }
+        }
+        LabelsCommand::Learn { dir, class, json } => {
+            let engine = engine(&dir)?;
+            let r = learn::learn(&engine, &class)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "class {:?}: {} positives, {} negatives, {} weak negatives; dim {}; trained in {:.1} ms ({} iterations)",
+                r.class, r.positives, r.negatives, r.weak_negatives, r.dim, r.train_ms, r.iterations
+            );
+            match &r.cross_validation {
+                Some(cv) => {
+                    let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+                    println!(
+                        "spatial cross-validation ({} folds by {}, {} groups, {} labels): precision {}, recall {}",
+                        cv.folds,
+                        cv.grouping,
+                        cv.groups,
+                        cv.evaluated,
+                        pct(cv.precision),
+                        pct(cv.recall)
+                    );
+                }
+                None => println!("no cross-validation: {}", r.note.unwrap_or_default()),
+            }
+        }
+        LabelsCommand::Suggest {
+            dir,
+            class,
+            n,
+            likely,
+            bbox,
+            json,
+        } => {
+            let engine = engine(&dir)?;
+            let req = SuggestRequest {
+                n,
+                geofilter: bbox.map(|b| GeoFilter {
+                    bbox: Some(b),
+                    ..Default::default()
+                }),
+                mode: if likely {
+                    SuggestMode::Likely
+                } else {
+                    SuggestMode::Uncertain
+                },
+            };
+            let r = learn::suggest(&engine, &class, &req)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!("| rank | probability | patch | scene | lon | lat |");
+            println!("|---:|---:|---|---|---:|---:|");
+            for (i, s) in r.suggestions.iter().enumerate() {
+                let (lon, lat) = s.patch.centroid.map_or(("-".into(), "-".into()), |c| {
+                    (format!("{:.6}", c[0]), format!("{:.6}", c[1]))
+                });
+                println!(
+                    "| {} | {:.3} | {} | {} | {lon} | {lat} |",
+                    i + 1,
+                    s.probability,
+                    s.patch.patch_id,
+                    s.patch.scene_name
+                );
+            }
+        }
+    }
+    Ok(())
+}

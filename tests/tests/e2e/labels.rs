@@ -1,0 +1,436 @@
+//! Labels and active learning end to end: the real router on a small synthetic index (add, list,
+//! relabel, remove, import, export, learn with spatial cross-validation, suggest, the 4xx
+//! answers, the OpenAPI entries), and a real `kill -9` of a process writing labels: every label
+//! it acknowledged is in the store afterwards.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use nadir_indexer::manifest::SceneEntry;
+use nadir_indexer::raster::{RasterOptions, Window};
+use nadir_indexer::writer::SceneRows;
+use nadir_indexer::{cells, Index, IndexWriter, ModelInfo, PatchId, PatchRecord, Tiling};
+use nadir_query::service::{router, ServiceConfig};
+use nadir_query::{Engine, LabelSource, LabelStore, NewLabel};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const DIM: usize = 16;
+const SIDE: usize = 20;
+const STEP: f64 = 0.01;
+
+/// Whether grid cell (i, j) shows "water": every fourth diagonal.
+fn water(i: usize, j: usize) -> bool {
+    (i + j).is_multiple_of(4)
+}
+
+/// The id of grid patch (i, j).
+fn patch_id(i: usize, j: usize) -> String {
+    PatchId::new(&format!("grid-{}", j / (SIDE / 2)), &window(i, j)).to_string()
+}
+
+fn window(i: usize, j: usize) -> Window {
+    Window {
+        x: i as u32 * 64,
+        y: j as u32 * 64,
+        width: 64,
+        height: 64,
+    }
+}
+
+/// A 20 x 20 grid of patches (centroids and H3 cells, no footprints) 0.01 degrees apart near (10, 45), in two scenes; "water" patches
+/// point along one axis, the others along another, both with deterministic noise.
+fn build(dir: &Path) -> Result<()> {
+    let model = ModelInfo {
+        name: "synthetic".into(),
+        sha256: "0".repeat(64),
+        dim: DIM,
+        text: false,
+        source: None,
+    };
+    let mut w = IndexWriter::open(dir, model, Tiling::for_input(64), RasterOptions::default())?;
+    let res = cells::resolution_for_area(250.0 * 250.0);
+    let mut state = 1u64;
+    let mut noise = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f64 / (1u64 << 31) as f64 - 0.5) as f32
+    };
+    for scene in 0..2 {
+        let id = format!("grid-{scene}");
+        let (mut rows, mut vectors) = (Vec::new(), Vec::new());
+        for i in 0..SIDE {
+            for j in (scene * SIDE / 2)..((scene + 1) * SIDE / 2) {
+                let window = window(i, j);
+                let (lon, lat) = (10.0 + i as f64 * STEP, 45.0 + j as f64 * STEP);
+                let mut v: Vec<f32> = (0..DIM).map(|_| 0.3 * noise()).collect();
+                v[if water(i, j) { 0 } else { 1 }] += 1.0;
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                vectors.extend(v.iter().map(|x| x / n));
+                rows.push(PatchRecord {
+                    id: PatchId::new(&id, &window),
+                    scene: id.clone(),
+                    window,
+                    footprint: None,
+                    centroid: Some((lon, lat)),
+                    h3: cells::cells_for(lon, lat, res).context("cells")?,
+                    acquired_ms: None,
+                    gsd_m: Some(7.0),
+                    tags: vec![],
+                    labels: vec![],
+                    thumb: (0, 0),
+                });
+            }
+        }
+        let entry = SceneEntry {
+            id: id.clone(),
+            path: PathBuf::from(format!("/synthetic/{id}.tif")),
+            sha256: format!("{scene:064x}"),
+            part: String::new(),
+            patches: 0,
+            skipped: 0,
+            width: 64 * SIDE as u32,
+            height: 64 * SIDE as u32,
+            epsg: Some(4326),
+            georeferenced: true,
+            pixel_size_m: Some(7.0),
+            tags: vec![],
+        };
+        w.add_scene(SceneRows {
+            entry,
+            thumbnails: vec![Vec::new(); rows.len()],
+            rows,
+            vectors,
+        })?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
+async fn call(app: Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    let body = match body {
+        Some(v) => {
+            req = req.header("content-type", "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let resp = app.oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[test]
+fn labels_and_learning_over_http() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    build(dir.path())?;
+    let engine = Arc::new(Engine::new(Index::open(dir.path())?, None)?);
+    let id_at = |i: usize, j: usize| patch_id(i, j);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let app = router(engine.clone(), ServiceConfig::default());
+        // Label every third patch of the grid.
+        let mut n = 0;
+        for i in 0..SIDE {
+            for j in 0..SIDE {
+                if !(i * SIDE + j).is_multiple_of(3) {
+                    continue;
+                }
+                let body = json!({"patch_id": id_at(i, j), "class": "water", "positive": water(i, j),
+                                  "query": {"text": "open water"}});
+                let (s, v) = call(app.clone(), "POST", "/api/labels", Some(body)).await;
+                ensure!(s == StatusCode::OK, "{s} {v}");
+                ensure!(
+                    v["source"] == "search" && v["query"]["text"] == "open water",
+                    "{v}"
+                );
+                n += 1;
+            }
+        }
+        let (s, v) = call(app.clone(), "GET", "/api/labels?class=water", None).await;
+        ensure!(
+            s == StatusCode::OK && v["labels"].as_array().unwrap().len() == n,
+            "{v}"
+        );
+        ensure!(v["classes"][0]["class"] == "water");
+
+        // Relabel replaces: still n labels.
+        let first = id_at(0, 0);
+        let body = json!({"patch_id": first, "class": "water", "positive": true, "source": "suggestion"});
+        let (s, v) = call(app.clone(), "POST", "/api/labels", Some(body)).await;
+        ensure!(s == StatusCode::OK && v["source"] == "suggestion", "{v}");
+        let (_, v) = call(app.clone(), "GET", "/api/labels", None).await;
+        ensure!(v["labels"].as_array().unwrap().len() == n);
+
+        // Learn: a linearly separable class is found, spatially cross-validated.
+        let (s, r) = call(app.clone(), "POST", "/api/learn/water", None).await;
+        ensure!(s == StatusCode::OK, "{s} {r}");
+        ensure!(r["dim"] == DIM && r["weak_negatives"] == 0, "{r}");
+        let cv = &r["cross_validation"];
+        ensure!(cv["folds"].as_u64().unwrap() >= 2, "{r}");
+        ensure!(
+            cv["precision"].as_f64().unwrap() > 0.9 && cv["recall"].as_f64().unwrap() > 0.9,
+            "{r}"
+        );
+
+        // Suggestions: never a labelled patch; likely positives are water.
+        let (s, v) = call(
+            app.clone(),
+            "POST",
+            "/api/learn/water/suggest",
+            Some(json!({"n": 6})),
+        )
+        .await;
+        ensure!(
+            s == StatusCode::OK && v["suggestions"].as_array().unwrap().len() == 6,
+            "{s} {v}"
+        );
+        let (_, labels) = call(app.clone(), "GET", "/api/labels?class=water", None).await;
+        let labelled: Vec<&str> = labels["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["patch_id"].as_str().unwrap())
+            .collect();
+        let req = json!({"n": 5, "mode": "likely", "geofilter": {"bbox": [10.0, 45.0, 10.1, 45.1]}});
+        let (s, v) = call(app.clone(), "POST", "/api/learn/water/suggest", Some(req)).await;
+        ensure!(s == StatusCode::OK, "{s} {v}");
+        for sug in v["suggestions"].as_array().unwrap() {
+            let id = sug["patch"]["patch_id"].as_str().unwrap();
+            ensure!(!labelled.contains(&id), "a labelled patch was suggested");
+            ensure!(sug["probability"].as_f64().unwrap() > 0.5, "{sug}");
+            let c = &sug["patch"]["centroid"];
+            let i = ((c[0].as_f64().unwrap() - 10.0) / STEP).round() as usize;
+            let j = ((c[1].as_f64().unwrap() - 45.0) / STEP).round() as usize;
+            ensure!(water(i, j), "({i}, {j}) is not water");
+        }
+        let (s, v) = call(app.clone(), "POST", "/api/learn/water/scores", Some(json!({}))).await;
+        ensure!(
+            s == StatusCode::OK && v["probabilities"].as_array().unwrap().len() == SIDE * SIDE - n,
+            "{v}"
+        );
+
+        // Remove, import a point, export.
+        let (s, v) = call(app.clone(), "DELETE", &format!("/api/labels/water/{first}"), None).await;
+        ensure!(
+            s == StatusCode::OK && v["removed"]["patch_id"] == first.as_str(),
+            "{s} {v}"
+        );
+        let (s, _) = call(app.clone(), "DELETE", &format!("/api/labels/water/{first}"), None).await;
+        ensure!(s == StatusCode::NOT_FOUND);
+        let (a, b) = (10.0 - STEP / 2.0, 10.0 + STEP / 2.0);
+        let (c, d) = (45.0 - STEP / 2.0, 45.0 + STEP / 2.0);
+        let square = json!({"type": "Polygon", "coordinates": [[[a, c], [b, c], [b, d], [a, d], [a, c]]]});
+        let (s, v) = call(
+            app.clone(),
+            "POST",
+            "/api/labels/import",
+            Some(json!({"geojson": square, "class": "harbour"})),
+        )
+        .await;
+        ensure!(
+            s == StatusCode::OK && v["added"] == 1 && v["unmatched"] == 0,
+            "{s} {v}"
+        );
+        let (s, fc) = call(app.clone(), "GET", "/api/labels/export?class=harbour", None).await;
+        ensure!(s == StatusCode::OK && fc["type"] == "FeatureCollection", "{fc}");
+        ensure!(fc["features"][0]["properties"]["patch_id"] == first.as_str());
+        ensure!(fc["features"][0]["properties"]["source"] == "import");
+        ensure!(
+            fc["features"][0]["properties"]["centroid"] == json!([10.0, 45.0]),
+            "{fc}"
+        );
+
+        // Bad input: 4xx with a message, never 5xx.
+        let unknown = "00000000000000ff";
+        let cases: Vec<(&str, &str, Option<Value>, StatusCode)> = vec![
+            (
+                "/api/labels",
+                "POST",
+                Some(json!({"patch_id": first, "class": " ", "positive": true})),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/labels",
+                "POST",
+                Some(json!({"patch_id": unknown, "class": "x", "positive": true})),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "/api/labels",
+                "POST",
+                Some(json!({"patch_id": "xyz", "class": "x", "positive": true})),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/labels",
+                "POST",
+                Some(json!({"patch_id": first, "class": "x", "positive": true, "colour": 1})),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            ("/api/learn/nothing", "POST", None, StatusCode::NOT_FOUND),
+            ("/api/learn/harbour", "POST", None, StatusCode::OK),
+            (
+                "/api/learn/water/suggest",
+                "POST",
+                Some(json!({"n": 0})),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/learn/water/suggest",
+                "POST",
+                Some(json!({"geofilter": {"bbox": [1, 1, 0, 0]}})),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/learn/water/suggest",
+                "POST",
+                Some(json!({"mode": "random"})),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "/api/labels/import",
+                "POST",
+                Some(json!({"geojson": {"type": "LineString", "coordinates": []}, "class": "x"})),
+                StatusCode::BAD_REQUEST,
+            ),
+            ("/api/labels/water/xyz", "DELETE", None, StatusCode::NOT_FOUND),
+            ("/api/labels/%20/xyz", "DELETE", None, StatusCode::BAD_REQUEST),
+        ];
+        for (uri, method, body, want) in cases {
+            let (s, v) = call(app.clone(), method, uri, body.clone()).await;
+            ensure!(s == want, "{method} {uri} {body:?}: {s} {v}");
+            if !s.is_success() {
+                ensure!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{uri}: {v}");
+            }
+        }
+        Ok(())
+    })?;
+
+    let doc = serde_json::to_value(nadir_query::service::openapi())?;
+    for p in [
+        "/api/labels",
+        "/api/labels/import",
+        "/api/labels/export",
+        "/api/labels/{class}/{patch_id}",
+        "/api/learn/{class}",
+        "/api/learn/{class}/suggest",
+        "/api/learn/{class}/scores",
+    ] {
+        ensure!(
+            doc["paths"].get(p).is_some(),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    ensure!(doc["paths"].get("/api/search").is_some());
+    ensure!(doc["components"]["schemas"].get("NewLabel").is_some());
+    Ok(())
+}
+
+const KILL_DIR: &str = "NADIR_LABELS_KILL_DIR";
+const KILL_START: &str = "NADIR_LABELS_KILL_START";
+
+/// Run by [`kill_9_loses_no_acknowledged_label`] in a child process: adds labels until killed,
+/// printing `ack N` after each `add` returned.
+#[test]
+#[ignore = "a helper: run by kill_9_loses_no_acknowledged_label"]
+fn labels_writer_until_killed() -> Result<()> {
+    let Some(dir) = std::env::var_os(KILL_DIR) else {
+        return Ok(());
+    };
+    let start: u64 = std::env::var(KILL_START)?.parse()?;
+    let store = LabelStore::open(Path::new(&dir))?;
+    let out = std::io::stdout();
+    for i in start.. {
+        store.add(&NewLabel {
+            patch_id: format!("{i:016x}"),
+            class: "kill".into(),
+            positive: i % 2 == 0,
+            source: LabelSource::Import,
+            query: Some(json!({"i": i})),
+        })?;
+        use std::io::Write;
+        let mut o = out.lock();
+        writeln!(o, "ack {i}")?;
+        o.flush()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_label() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let exe = std::env::current_exe()?;
+    let mut total = 0;
+    for round in 0..4u64 {
+        let start = round * 1_000_000;
+        let mut child = Command::new(&exe)
+            .args([
+                "labels::labels_writer_until_killed",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(KILL_DIR, dir.path())
+            .env(KILL_START, start.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(std::result::Result::ok) {
+                if let Some(i) = line.strip_prefix("ack ").and_then(|i| i.parse::<u64>().ok()) {
+                    let _ = tx.send(i);
+                }
+            }
+        });
+        // Kill at a different moment each round, once some labels are acknowledged.
+        let want = 20 + 37 * round as usize;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut acked = Vec::new();
+        while acked.len() < want && Instant::now() < deadline {
+            if let Ok(i) = rx.recv_timeout(Duration::from_millis(50)) {
+                acked.push(i);
+            }
+        }
+        ensure!(child.try_wait()?.is_none(), "the writer stopped by itself");
+        child.kill()?; // SIGKILL
+        child.wait()?;
+        reader.join().expect("reader");
+        acked.extend(rx.try_iter());
+        ensure!(
+            acked.len() >= want,
+            "only {} labels acknowledged in 60 s",
+            acked.len()
+        );
+
+        let store = LabelStore::open(dir.path())?;
+        for &i in &acked {
+            let l = store
+                .get(&format!("{i:016x}"), "kill")?
+                .with_context(|| format!("acknowledged label {i} lost after kill -9 (round {round})"))?;
+            ensure!(l.positive == (i % 2 == 0) && l.query == Some(json!({"i": i})));
+        }
+        total += acked.len();
+        ensure!(
+            store.list(Some("kill"))?.len() >= total,
+            "labels of earlier rounds lost"
+        );
+    }
+    Ok(())
+}
