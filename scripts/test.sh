@@ -20,3 +20,5 @@ echo "== tests"
 cargo test --workspace --locked
 echo "== outside tools: GeoPandas on the GeoParquet, schemathesis on the API"
 bash scripts/check_outside.sh
+echo "== browser: the web page in headless Chromium (screenshots in target/web-screenshots/)"
+bash scripts/test_web.sh

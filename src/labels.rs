@@ -278,3 +278,58 @@ pub fn run(cmd: LabelsCommand) -> Result<()> {
     }
     Ok(())
 }
+
+/// `nadir export`: chips, masks, a spatial split and a STAC catalog for fine-tuning.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    dir: IndexDir,
+    /// The output folder (must be empty or absent).
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+    /// Export these patches (repeatable); their labels go along.
+    #[arg(long = "patch", conflicts_with = "labelled")]
+    patches: Vec<String>,
+    /// Export every labelled patch (of `--class` when given).
+    #[arg(long)]
+    labelled: bool,
+    /// With `--labelled`: only this class's labels.
+    #[arg(long, short = 'c')]
+    class: Option<String>,
+    /// GeoJSON polygons (WGS84, or the CRS its `crs` member names) rasterised into a mask per chip.
+    #[arg(long)]
+    masks: Option<PathBuf>,
+    /// The masks' class name.
+    #[arg(long, default_value = "foreground")]
+    mask_class: String,
+    /// Train, val, test shares.
+    #[arg(long, default_value = "0.7,0.15,0.15", value_delimiter = ',', num_args = 3)]
+    split: Vec<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Split groups: H3 cells this many resolutions coarser than the patches' cells.
+    #[arg(long, default_value_t = 2)]
+    group_levels: u8,
+}
+
+pub fn export(a: ExportArgs) -> Result<()> {
+    use nadir_query::export::{ExportRequest, Selection};
+    let selection = match (a.labelled, a.patches.is_empty()) {
+        (true, _) => Selection::Labelled { class: a.class },
+        (false, false) => Selection::Patches(a.patches),
+        (false, true) => bail!("give --patch ID (repeatable) or --labelled"),
+    };
+    let engine = engine(&a.dir)?;
+    let mut req = ExportRequest::new(a.out, selection);
+    if let Some(m) = &a.masks {
+        let bytes = std::fs::read(m).with_context(|| format!("reading {}", m.display()))?;
+        req.masks = Some(serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", m.display()))?);
+    }
+    req.mask_class = a.mask_class;
+    req.split = [a.split[0], a.split[1], a.split[2]];
+    req.seed = a.seed;
+    req.group_levels = a.group_levels;
+    let report = nadir_query::export::export(&engine, &req)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

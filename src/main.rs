@@ -98,6 +98,9 @@ enum Command {
         #[command(subcommand)]
         what: labels::LabelsCommand,
     },
+    /// Export patches as a training set: GeoTIFF chips, masks from GeoJSON polygons, a spatial
+    /// train/val/test split, labels.csv and a STAC catalog (label extension).
+    Export(labels::ExportArgs),
     /// Measure throughput and print a table.
     Bench {
         #[command(subcommand)]
@@ -284,6 +287,7 @@ fn main() -> Result<()> {
         Command::Similar(a) => search::similar(a)?,
         Command::Serve(a) => search::serve(a)?,
         Command::Labels { what } => labels::run(what)?,
+        Command::Export(a) => labels::export(a)?,
         Command::Bench {
             what: BenchWhat::Clip { arch, batch, seconds },
         } => {

@@ -1,1 +1,129 @@
-//! x
+//! Nadir's browser UI, served by `nadir serve`: the query API router of `nadir-query` plus
+//!
+//! - `GET /`: the page (map search, click-to-find-similar, drawn geofilters, labelling; a gallery
+//!   for an index without georeference), `GET /assets/{*path}`: its bundled script and styles,
+//!   built into the binary ([`assets`]);
+//! - `GET /api/tiles/{z}/{x}/{y}.png`: web-mercator tiles rendered from the source rasters
+//!   ([`tiles`]);
+//! - `GET /api/scenes`, `GET /api/footprints?bbox=`, `GET /api/patches?offset=&limit=`: scene
+//!   outlines, patch footprints in a view, pages of patches ([`catalogue`]).
+//!
+//! These routes are not in the OpenAPI document (`/openapi.json` describes the query API).
+
+pub mod assets;
+pub mod cache;
+pub mod catalogue;
+pub mod error;
+pub mod mask;
+pub mod mercator;
+pub mod tiles;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use nadir_query::service::{self, ServiceConfig};
+use nadir_query::Engine;
+use serde_json::Value;
+
+pub use error::{Error, Result};
+pub use mercator::TileId;
+pub use tiles::{SceneSource, TileRenderer};
+
+#[derive(Debug, Clone)]
+struct WebState {
+    engine: Arc<Engine>,
+    tiles: Arc<TileRenderer>,
+    scenes: Arc<Value>,
+}
+
+/// The whole service: the query API (`nadir_query::service::router`) with the page, its assets,
+/// the tiles and the catalogue routes.
+pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
+    let state = WebState {
+        tiles: Arc::new(TileRenderer::from_index(engine.index())),
+        scenes: Arc::new(catalogue::scenes(engine.index())),
+        engine: engine.clone(),
+    };
+    let web = Router::new()
+        .route("/", get(assets::index))
+        .route("/assets/{*path}", get(assets::asset))
+        .route("/api/tiles/{z}/{x}/{y}", get(tile))
+        .route("/api/scenes", get(scenes))
+        .route("/api/footprints", get(footprints))
+        .route("/api/patches", get(patches))
+        .with_state(state);
+    service::router(engine, config).merge(web)
+}
+
+/// Serves the UI and the API for `engine` on `addr` until Ctrl-C.
+pub async fn serve(engine: Arc<Engine>, addr: SocketAddr, config: ServiceConfig) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving");
+    axum::serve(listener, router(engine, config))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}
+
+/// `GET /api/tiles/{z}/{x}/{y}.png`.
+async fn tile(
+    State(s): State<WebState>,
+    Path((z, x, y)): Path<(String, String, String)>,
+) -> Result<Response> {
+    let bad = || Error::BadTile(format!("{z}/{x}/{y}: use /api/tiles/{{z}}/{{x}}/{{y}}.png"));
+    let y_num = y.strip_suffix(".png").ok_or_else(bad)?;
+    let id = TileId::new(
+        z.parse().map_err(|_| bad())?,
+        x.parse().map_err(|_| bad())?,
+        y_num.parse().map_err(|_| bad())?,
+    )?;
+    let tiles = s.tiles.clone();
+    let png = blocking(move || tiles.png(id)).await?;
+    let headers = [
+        (header::CONTENT_TYPE, "image/png"),
+        (header::CACHE_CONTROL, "public, max-age=3600"),
+    ];
+    Ok((headers, png).into_response())
+}
+
+/// `GET /api/scenes`.
+async fn scenes(State(s): State<WebState>) -> Json<Value> {
+    Json(s.scenes.as_ref().clone())
+}
+
+/// `GET /api/footprints?bbox=&limit=`.
+async fn footprints(
+    State(s): State<WebState>,
+    p: std::result::Result<Query<catalogue::ViewParams>, QueryRejection>,
+) -> Result<Json<Value>> {
+    let Query(p) = p.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let engine = s.engine.clone();
+    Ok(Json(
+        blocking(move || catalogue::footprints(engine.index(), &p)).await?,
+    ))
+}
+
+/// `GET /api/patches?offset=&limit=`.
+async fn patches(
+    State(s): State<WebState>,
+    p: std::result::Result<Query<catalogue::PageParams>, QueryRejection>,
+) -> Result<Json<Value>> {
+    let Query(p) = p.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let engine = s.engine.clone();
+    Ok(Json(
+        blocking(move || Ok(catalogue::page(engine.index(), &p))).await?,
+    ))
+}
