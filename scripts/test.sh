@@ -20,5 +20,7 @@ echo "== tests"
 cargo test --workspace --locked
 echo "== outside tools: GeoPandas on the GeoParquet, schemathesis on the API"
 bash scripts/check_outside.sh
+echo "== STAC: nadir export's catalog through stac-validator"
+bash scripts/check_stac.sh
 echo "== browser: the web page in headless Chromium (screenshots in target/web-screenshots/)"
 bash scripts/test_web.sh

@@ -323,7 +323,8 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let mut req = ExportRequest::new(a.out, selection);
     if let Some(m) = &a.masks {
         let bytes = std::fs::read(m).with_context(|| format!("reading {}", m.display()))?;
-        req.masks = Some(serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", m.display()))?);
+        req.masks =
+            Some(serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", m.display()))?);
     }
     req.mask_class = a.mask_class;
     req.split = [a.split[0], a.split[1], a.split[2]];

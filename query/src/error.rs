@@ -35,6 +35,13 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+
+    /// An export (`crate::export`) could not read a source or write a file.
+    #[error("export {path}: {message}")]
+    Export {
+        path: std::path::PathBuf,
+        message: String,
+    },
 }
 
 /// The `query` crate's result type.

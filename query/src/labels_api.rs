@@ -12,6 +12,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::error::Error;
+use crate::export::{self, ExportReport, ExportRequest, Selection};
 use crate::geofilter::GeoFilter;
 use crate::hit::Hit;
 use crate::labels::{self, ClassSummary, ImportReport, Label, LabelSource, NewLabel};
@@ -195,6 +196,78 @@ pub(crate) async fn scores(
     ))
 }
 
+/// An export into `exports/{name}` of the index folder.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportBody {
+    /// The output folder's name under `exports/` in the index folder (1 to 64 of `A-Z a-z 0-9 _ -`,
+    /// not starting with `-`); it must not exist yet or be empty.
+    #[schema(pattern = "^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")]
+    pub name: String,
+    /// These patch ids; without them, every labelled patch (of `class` when given).
+    #[serde(default)]
+    pub patches: Option<Vec<String>>,
+    #[serde(default)]
+    pub class: Option<String>,
+    /// GeoJSON polygons rasterised into masks (WGS84, or the CRS its `crs` member names).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub masks: Option<Value>,
+    #[serde(default)]
+    pub mask_class: Option<String>,
+    /// Train, val, test shares (default 0.7, 0.15, 0.15).
+    #[serde(default)]
+    pub split: Option<[f64; 3]>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+fn check_export_name(name: &str) -> Result<&str, Error> {
+    let ok = (1..=64).contains(&name.len())
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(name)
+    } else {
+        Err(Error::BadRequest(
+            "name: 1 to 64 of A-Z a-z 0-9 _ - (not starting with -)".into(),
+        ))
+    }
+}
+
+/// Exports patches as a training set (GeoTIFF chips, masks, spatial split, STAC catalog) into
+/// `exports/{name}` of the index folder: the server writes nowhere else.
+#[utoipa::path(post, path = "/api/export", request_body = ExportBody,
+    responses((status = 200, body = ExportReport), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn export_set(
+    State(s): State<AppState>,
+    body: Result<Json<ExportBody>, JsonRejection>,
+) -> ApiResult<Json<ExportReport>> {
+    let Json(b) = body?;
+    let report = run(&s, move |e| {
+        let name = check_export_name(&b.name)?;
+        let selection = match b.patches {
+            Some(p) => Selection::Patches(p),
+            None => Selection::Labelled { class: b.class },
+        };
+        let mut req = ExportRequest::new(e.index().dir().join("exports").join(name), selection);
+        req.masks = b.masks;
+        if let Some(c) = b.mask_class {
+            req.mask_class = crate::labels::check_class(&c)?.to_string();
+        }
+        if let Some(split) = b.split {
+            req.split = split;
+        }
+        req.seed = b.seed.unwrap_or(0);
+        export::export(e, &req)
+    })
+    .await?;
+    Ok(Json(report))
+}
+
 /// The OpenAPI part of these routes, merged into the service's document.
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -206,7 +279,8 @@ pub(crate) async fn scores(
         export_labels,
         learn_class,
         suggest,
-        scores
+        scores,
+        export_set
     ),
     components(schemas(
         NewLabel,
@@ -225,6 +299,8 @@ pub(crate) async fn scores(
         SuggestResponse,
         ScoresRequest,
         Scores,
+        ExportBody,
+        ExportReport,
         GeoFilter,
         Hit,
         ErrorBody
@@ -242,4 +318,5 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/learn/{class}", post(learn_class))
         .route("/api/learn/{class}/suggest", post(suggest))
         .route("/api/learn/{class}/scores", post(scores))
+        .route("/api/export", post(export_set))
 }

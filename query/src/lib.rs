@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cells;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod geofilter;
 pub mod hit;
 pub mod labels;

@@ -2,6 +2,8 @@
 //! API: geofilter invariants (every result inside the area, results equal to the brute-force
 //! top-k of the rows inside) and ANN recall on the HNSW and filtered-HNSW paths.
 
+#[path = "query/export.rs"]
+mod export;
 #[path = "query/fixture.rs"]
 mod fixture;
 #[path = "query/geofilter.rs"]

@@ -1,0 +1,787 @@
+//! Export for segmentation (or classification) fine-tuning: chosen or labelled patches become a
+//! training set that TorchGeo and STAC tools read.
+//!
+//! ```text
+//! out/images/{split}/{patch_id}.tif   the source pixels of the patch window, full resolution,
+//!                                     every band, original data type, no stretch; georeferenced
+//!                                     (scene geotransform offset by the window origin, scene CRS)
+//! out/masks/{split}/{patch_id}.tif    uint8 mask, 1 inside a mask polygon, 0 outside (pixel centre
+//!                                     test), same grid as the chip; only when polygons are given
+//! out/labels.csv                      patch_id, split, class, positive, scene (a row per label;
+//!                                     class empty for an unlabelled chosen patch)
+//! out/catalog.json                    STAC 1.1.0 Catalog, an `item` link per chip
+//! out/items/{patch_id}.json           STAC Item with the label extension (v1.0.1)
+//! ```
+//!
+//! Plain images (no georeference) get a chip without geotransform or CRS, no mask (polygons
+//! cannot be placed on them) and a STAC item with a null geometry.
+//!
+//! The split is spatial: chips are grouped by the H3 cell [`ExportRequest::group_levels`]
+//! resolutions coarser than their patch cell (by scene for plain images) and whole groups go to
+//! train, val or test (seeded, deterministic, greedily towards the requested ratios), so a group
+//! never straddles splits. Neighbours on either side of a group border can still land in
+//! different splits; coarser groups make that rarer.
+//!
+//! STAC items carry `datetime` = the patch's acquisition time, or the export time when the scene
+//! does not say (STAC requires one; `nadir:datetime_source` tells which). The catalog is
+//! self-contained: relative links, and no `self` links (they must be absolute).
+//!
+//! Every file is written to a temporary name and renamed into place; the output folder must be
+//! empty or absent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gdal::raster::{Buffer, GdalDataType, GdalType};
+use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
+use gdal::{Dataset, DriverManager, GeoTransformEx};
+use geo::{BoundingRect, Contains, Coord, LineString, Point, Polygon, Rect};
+use nadir_indexer::raster::Window;
+use nadir_indexer::PatchId;
+use serde::Serialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// The label extension the items declare.
+pub const LABEL_EXTENSION: &str = "https://stac-extensions.github.io/label/v1.0.1/schema.json";
+/// The three splits, in order.
+pub const SPLITS: [&str; 3] = ["train", "val", "test"];
+
+/// Which patches to export.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    /// These patch ids (their labels, when any, go along).
+    Patches(Vec<String>),
+    /// Every labelled patch still in the index, of one class or of all.
+    Labelled { class: Option<String> },
+}
+
+/// An export to run.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    pub out_dir: PathBuf,
+    pub selection: Selection,
+    /// GeoJSON (geometry, Feature or FeatureCollection) of (Multi)Polygons, in WGS84 or in the
+    /// CRS its `crs` member names (`urn:ogc:def:crs:EPSG::32616`, `EPSG:32616`).
+    pub masks: Option<Value>,
+    /// The name of the masks' class (mask value 1).
+    pub mask_class: String,
+    /// Train, val, test shares (non-negative, summing to 1).
+    pub split: [f64; 3],
+    pub seed: u64,
+    /// How many H3 resolutions coarser than the patch cell the split groups are.
+    pub group_levels: u8,
+}
+
+impl ExportRequest {
+    /// The defaults: 0.7/0.15/0.15, seed 0, groups 2 resolutions up, mask class `foreground`.
+    pub fn new(out_dir: PathBuf, selection: Selection) -> Self {
+        ExportRequest {
+            out_dir,
+            selection,
+            masks: None,
+            mask_class: "foreground".into(),
+            split: [0.7, 0.15, 0.15],
+            seed: 0,
+            group_levels: 2,
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ExportReport {
+    #[schema(value_type = String)]
+    pub out_dir: PathBuf,
+    pub chips: usize,
+    pub masks: usize,
+    /// Chips per split: train, val, test.
+    pub splits: [usize; 3],
+    /// Spatial groups (each wholly in one split).
+    pub groups: usize,
+    /// Labelled patches no longer in the index, skipped.
+    pub skipped: usize,
+}
+
+/// One chip to write.
+#[derive(Debug)]
+struct Chip {
+    row: u32,
+    id: String,
+    labels: Vec<(String, bool)>,
+    group: String,
+    split: usize,
+}
+
+fn export_err(path: &Path, message: impl std::fmt::Display) -> Error {
+    Error::Export {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Runs an export.
+pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
+    let split = check_split(req.split)?;
+    let out = &req.out_dir;
+    if out.exists() {
+        let mut entries = std::fs::read_dir(out).map_err(|e| export_err(out, e))?;
+        if entries.next().is_some() {
+            return Err(Error::bad(format!(
+                "{}: the output folder is not empty",
+                out.display()
+            )));
+        }
+    }
+    let index = engine.index();
+    // Patches and their labels, by row.
+    let mut by_row: BTreeMap<u32, Vec<(String, bool)>> = BTreeMap::new();
+    let mut skipped = 0;
+    match &req.selection {
+        Selection::Patches(ids) => {
+            if ids.is_empty() {
+                return Err(Error::bad("patches: none given"));
+            }
+            let store = engine.labels()?;
+            let all = store.list(None)?;
+            for id in ids {
+                let row = engine.row_of(id)?;
+                let labels = all
+                    .iter()
+                    .filter(|l| &l.patch_id == id)
+                    .map(|l| (l.class.clone(), l.positive));
+                by_row.entry(row).or_default().extend(labels);
+            }
+        }
+        Selection::Labelled { class } => {
+            let class = class.as_deref().map(crate::labels::check_class).transpose()?;
+            for l in engine.labels()?.list(class)? {
+                let row = l.patch_id.parse::<PatchId>().ok().and_then(|p| index.row_of(p));
+                match row {
+                    Some(row) => by_row.entry(row).or_default().push((l.class, l.positive)),
+                    None => skipped += 1,
+                }
+            }
+            if by_row.is_empty() {
+                return Err(Error::NotFound(match class {
+                    Some(c) => format!("no labelled patch of class {c:?} in the index"),
+                    None => "no labelled patch in the index".into(),
+                }));
+            }
+        }
+    }
+    let masks = req.masks.as_ref().map(parse_polygons).transpose()?;
+
+    let mut chips: Vec<Chip> = by_row
+        .into_iter()
+        .map(|(row, labels)| {
+            let r = index.record(row);
+            let group = match r.h3.len() {
+                0 => format!("scene:{}", r.scene),
+                n => format!("h3:{:x}", r.h3[(n - 1).saturating_sub(req.group_levels as usize)]),
+            };
+            Chip {
+                row,
+                id: r.id.to_string(),
+                labels,
+                group,
+                split: 0,
+            }
+        })
+        .collect();
+    let groups = assign_splits(&mut chips, split, req.seed);
+
+    for dir in ["images", "masks"] {
+        if dir == "masks" && masks.is_none() {
+            continue;
+        }
+        for s in SPLITS {
+            std::fs::create_dir_all(out.join(dir).join(s)).map_err(|e| export_err(out, e))?;
+        }
+    }
+    std::fs::create_dir_all(out.join("items")).map_err(|e| export_err(out, e))?;
+
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut datasets: HashMap<String, (PathBuf, Dataset)> = HashMap::new();
+    let mut scene_polys: HashMap<String, Vec<Placed>> = HashMap::new();
+    let mut report = ExportReport {
+        out_dir: out.clone(),
+        chips: 0,
+        masks: 0,
+        splits: [0; 3],
+        groups,
+        skipped,
+    };
+    let mut csv = String::from("patch_id,split,class,positive,scene\n");
+    let mut item_links = Vec::new();
+    for chip in &chips {
+        let rec = index.record(chip.row);
+        let scene = index.scene_of(chip.row).ok_or_else(|| {
+            export_err(
+                index.dir(),
+                format!("scene {} of patch {} is missing", rec.scene, chip.id),
+            )
+        })?;
+        if !datasets.contains_key(&rec.scene) {
+            let ds = Dataset::open(&scene.path).map_err(|e| export_err(&scene.path, e))?;
+            datasets.insert(rec.scene.clone(), (scene.path.clone(), ds));
+        }
+        let (src_path, ds) = &datasets[&rec.scene];
+        let split_name = SPLITS[chip.split];
+        let image_rel = format!("images/{split_name}/{}.tif", chip.id);
+        let georef = write_chip(src_path, ds, rec.window, &out.join(&image_rel))?;
+        report.chips += 1;
+        report.splits[chip.split] += 1;
+
+        let mut mask_rel = None;
+        if let (Some(polys), Some((chip_gt, wkt))) = (&masks, &georef) {
+            if !scene_polys.contains_key(&rec.scene) {
+                let scene_gt = ds.geo_transform().map_err(|e| export_err(src_path, e))?;
+                let p = polygons_to_pixels(polys, &ds.projection(), &scene_gt)
+                    .map_err(|e| export_err(src_path, format!("masks to the scene's pixels: {e}")))?;
+                scene_polys.insert(rec.scene.clone(), p);
+            }
+            let rel = format!("masks/{split_name}/{}.tif", chip.id);
+            let mask = rasterise(&scene_polys[&rec.scene], rec.window);
+            write_mask(&out.join(&rel), rec.window, &mask, chip_gt, wkt)?;
+            report.masks += 1;
+            mask_rel = Some(rel);
+        }
+
+        if chip.labels.is_empty() {
+            let _ = writeln!(csv, "{},{split_name},,,{}", chip.id, csv_field(&rec.scene));
+        }
+        for (class, positive) in &chip.labels {
+            let _ = writeln!(
+                csv,
+                "{},{split_name},{},{positive},{}",
+                chip.id,
+                csv_field(class),
+                csv_field(&rec.scene)
+            );
+        }
+        let item = stac_item(
+            engine,
+            chip,
+            &image_rel,
+            mask_rel.as_deref(),
+            &req.mask_class,
+            now_ms,
+        );
+        let item_rel = format!("items/{}.json", chip.id);
+        write_json(&out.join(&item_rel), &item)?;
+        item_links
+            .push(json!({"rel": "item", "href": format!("./{item_rel}"), "type": "application/geo+json"}));
+    }
+    write_atomic(&out.join("labels.csv"), csv.as_bytes())?;
+    let mut links = vec![json!({"rel": "root", "href": "./catalog.json", "type": "application/json"})];
+    links.extend(item_links);
+    let catalog = json!({
+        "type": "Catalog",
+        "stac_version": "1.1.0",
+        "id": "nadir-export",
+        "description": format!(
+            "Training chips exported by Nadir from the index {}: {} chips ({} train, {} val, {} test), spatial split by {} groups.",
+            index.dir().display(), report.chips, report.splits[0], report.splits[1], report.splits[2], report.groups
+        ),
+        "links": links,
+    });
+    write_json(&out.join("catalog.json"), &catalog)?;
+    Ok(report)
+}
+
+fn check_split(s: [f64; 3]) -> Result<[f64; 3]> {
+    let sum: f64 = s.iter().sum();
+    if s.iter().any(|v| !v.is_finite() || *v < 0.0) || (sum - 1.0).abs() > 1e-6 {
+        return Err(Error::bad(format!(
+            "split: need three non-negative shares summing to 1, got {s:?}"
+        )));
+    }
+    Ok(s)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn hash_str(s: &str, seed: u64) -> u64 {
+    s.bytes().fold(splitmix(seed), |h, b| splitmix(h ^ u64::from(b)))
+}
+
+/// Assigns whole groups to splits: groups in a seeded order, each to the split furthest below its
+/// target share. Returns the number of groups.
+fn assign_splits(chips: &mut [Chip], ratios: [f64; 3], seed: u64) -> usize {
+    let mut groups: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in chips.iter() {
+        *groups.entry(c.group.as_str()).or_default() += 1;
+    }
+    let mut order: Vec<(u64, String, usize)> = groups
+        .into_iter()
+        .map(|(g, n)| (hash_str(g, seed), g.to_string(), n))
+        .collect();
+    order.sort();
+    let total = chips.len() as f64;
+    let mut counts = [0usize; 3];
+    let mut assigned: HashMap<String, usize> = HashMap::new();
+    for (_, g, n) in &order {
+        let best = (0..3)
+            .filter(|&s| ratios[s] > 0.0)
+            .max_by(|&a, &b| {
+                let da = ratios[a] * total - counts[a] as f64;
+                let db = ratios[b] * total - counts[b] as f64;
+                da.total_cmp(&db).then(b.cmp(&a))
+            })
+            .unwrap_or(0);
+        counts[best] += n;
+        assigned.insert(g.clone(), best);
+    }
+    for c in chips.iter_mut() {
+        c.split = assigned[&c.group];
+    }
+    order.len()
+}
+
+/// The geotransform of a window of a grid.
+pub fn window_geotransform(gt: &[f64; 6], w: Window) -> [f64; 6] {
+    let (x, y) = (f64::from(w.x), f64::from(w.y));
+    [
+        gt[0] + x * gt[1] + y * gt[2],
+        gt[1],
+        gt[2],
+        gt[3] + x * gt[4] + y * gt[5],
+        gt[4],
+        gt[5],
+    ]
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    let res = (|| -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    res.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        export_err(path, e)
+    })
+}
+
+fn write_json(path: &Path, v: &Value) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(v).map_err(|e| export_err(path, e))?;
+    write_atomic(path, &bytes)
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Moves a finished GDAL file into place (after syncing it).
+fn publish(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(tmp);
+            export_err(path, e)
+        })
+}
+
+/// Writes the window of `ds` to a GeoTIFF at `path`; returns the chip's (geotransform, CRS WKT)
+/// when the source is georeferenced.
+fn write_chip(src: &Path, ds: &Dataset, w: Window, path: &Path) -> Result<Option<([f64; 6], String)>> {
+    let bands = ds.raster_count();
+    let ty = ds.rasterband(1).map_err(|e| export_err(src, e))?.band_type();
+    let tmp = tmp_path(path);
+    let mut chip = match ty {
+        GdalDataType::UInt8 => copy_window::<u8>(src, ds, w, &tmp, bands),
+        GdalDataType::UInt16 => copy_window::<u16>(src, ds, w, &tmp, bands),
+        GdalDataType::Int16 => copy_window::<i16>(src, ds, w, &tmp, bands),
+        GdalDataType::UInt32 => copy_window::<u32>(src, ds, w, &tmp, bands),
+        GdalDataType::Int32 => copy_window::<i32>(src, ds, w, &tmp, bands),
+        GdalDataType::UInt64 => copy_window::<u64>(src, ds, w, &tmp, bands),
+        GdalDataType::Int64 => copy_window::<i64>(src, ds, w, &tmp, bands),
+        GdalDataType::Float32 => copy_window::<f32>(src, ds, w, &tmp, bands),
+        GdalDataType::Float64 => copy_window::<f64>(src, ds, w, &tmp, bands),
+        other => Err(export_err(src, format!("unsupported data type {other:?}"))),
+    }?;
+    let georef = georef_of(ds).map(|(gt, wkt)| (window_geotransform(&gt, w), wkt));
+    if let Some((gt, wkt)) = &georef {
+        chip.set_geo_transform(gt).map_err(|e| export_err(path, e))?;
+        chip.set_projection(wkt).map_err(|e| export_err(path, e))?;
+    }
+    chip.flush_cache().map_err(|e| export_err(path, e))?;
+    drop(chip);
+    publish(&tmp, path)?;
+    Ok(georef)
+}
+
+/// The geotransform and CRS of a dataset, None for a plain image.
+fn georef_of(ds: &Dataset) -> Option<([f64; 6], String)> {
+    let gt = ds
+        .geo_transform()
+        .ok()
+        .filter(|gt| *gt != [0.0, 1.0, 0.0, 0.0, 0.0, 1.0])?;
+    let wkt = ds.projection();
+    (!wkt.trim().is_empty()).then_some((gt, wkt))
+}
+
+fn copy_window<T: GdalType + Copy + Default>(
+    src: &Path,
+    ds: &Dataset,
+    w: Window,
+    tmp: &Path,
+    bands: usize,
+) -> Result<Dataset> {
+    let driver = DriverManager::get_driver_by_name("GTiff").map_err(|e| export_err(tmp, e))?;
+    let (sw, sh) = ds.raster_size();
+    let (ww, wh) = (w.width as usize, w.height as usize);
+    let chip = driver
+        .create_with_band_type::<T, _>(tmp, ww, wh, bands)
+        .map_err(|e| export_err(tmp, e))?;
+    // The part of the window inside the raster; the rest stays 0.
+    let (x0, y0) = (w.x as usize, w.y as usize);
+    let (rw, rh) = (ww.min(sw.saturating_sub(x0)), wh.min(sh.saturating_sub(y0)));
+    for b in 1..=bands {
+        let band = ds.rasterband(b).map_err(|e| export_err(src, e))?;
+        let mut out = chip.rasterband(b).map_err(|e| export_err(tmp, e))?;
+        if let Some(nd) = band.no_data_value() {
+            out.set_no_data_value(Some(nd)).map_err(|e| export_err(tmp, e))?;
+        }
+        if rw == 0 || rh == 0 {
+            continue;
+        }
+        let mut buf: Buffer<T> = band
+            .read_as((x0 as isize, y0 as isize), (rw, rh), (rw, rh), None)
+            .map_err(|e| export_err(src, format!("band {b}, window {w:?}: {e}")))?;
+        out.write((0, 0), (rw, rh), &mut buf)
+            .map_err(|e| export_err(tmp, e))?;
+    }
+    Ok(chip)
+}
+
+fn write_mask(path: &Path, w: Window, mask: &[u8], gt: &[f64; 6], wkt: &str) -> Result<()> {
+    let tmp = tmp_path(path);
+    let driver = DriverManager::get_driver_by_name("GTiff").map_err(|e| export_err(path, e))?;
+    let (ww, wh) = (w.width as usize, w.height as usize);
+    {
+        let mut ds = driver
+            .create_with_band_type::<u8, _>(&tmp, ww, wh, 1)
+            .map_err(|e| export_err(path, e))?;
+        ds.set_geo_transform(gt).map_err(|e| export_err(path, e))?;
+        ds.set_projection(wkt).map_err(|e| export_err(path, e))?;
+        let mut buf = Buffer::new((ww, wh), mask.to_vec());
+        ds.rasterband(1)
+            .and_then(|mut b| b.write((0, 0), (ww, wh), &mut buf))
+            .map_err(|e| export_err(path, e))?;
+        ds.flush_cache().map_err(|e| export_err(path, e))?;
+    }
+    publish(&tmp, path)
+}
+
+/// A mask polygon in a scene's pixel space, with its bounding box.
+type Placed = (Polygon<f64>, Rect<f64>);
+
+/// Polygons of a GeoJSON value with the EPSG code of its CRS (4326 unless a `crs` member says).
+#[derive(Debug)]
+struct Polygons {
+    epsg: u32,
+    polygons: Vec<Polygon<f64>>,
+}
+
+fn parse_polygons(v: &Value) -> Result<Polygons> {
+    let epsg = match v.pointer("/crs/properties/name").and_then(Value::as_str) {
+        None => 4326,
+        Some(name) if name.contains("CRS84") => 4326,
+        Some(name) => name
+            .rsplit(':')
+            .next()
+            .and_then(|c| c.parse().ok())
+            .filter(|_| name.contains("EPSG"))
+            .ok_or_else(|| Error::bad(format!("masks: unsupported crs {name:?}")))?,
+    };
+    let mut polygons = Vec::new();
+    collect(v, &mut polygons)?;
+    if polygons.is_empty() {
+        return Err(Error::bad("masks: no Polygon or MultiPolygon"));
+    }
+    Ok(Polygons { epsg, polygons })
+}
+
+fn collect(v: &Value, out: &mut Vec<Polygon<f64>>) -> Result<()> {
+    let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
+    match ty {
+        "FeatureCollection" => {
+            let features = v
+                .get("features")
+                .and_then(Value::as_array)
+                .ok_or_else(|| Error::bad("masks: a FeatureCollection without features"))?;
+            for f in features {
+                collect(f, out)?;
+            }
+        }
+        "Feature" => {
+            if let Some(g) = v.get("geometry").filter(|g| !g.is_null()) {
+                collect(g, out)?;
+            }
+        }
+        "Polygon" => out.push(polygon(&v["coordinates"])?),
+        "MultiPolygon" => {
+            for p in v["coordinates"]
+                .as_array()
+                .ok_or_else(|| Error::bad("masks: MultiPolygon without coordinates"))?
+            {
+                out.push(polygon(p)?);
+            }
+        }
+        // Points and lines mark no area: ignored.
+        "Point" | "MultiPoint" | "LineString" | "MultiLineString" => {}
+        other => return Err(Error::bad(format!("masks: unexpected GeoJSON type {other:?}"))),
+    }
+    Ok(())
+}
+
+fn polygon(c: &Value) -> Result<Polygon<f64>> {
+    let ring = |r: &Value| -> Result<LineString<f64>> {
+        r.as_array()
+            .ok_or_else(|| Error::bad("masks: a polygon ring is not an array"))?
+            .iter()
+            .map(
+                |p| match (p.get(0).and_then(Value::as_f64), p.get(1).and_then(Value::as_f64)) {
+                    (Some(x), Some(y)) => Ok(Coord { x, y }),
+                    _ => Err(Error::bad("masks: a position is not [x, y]")),
+                },
+            )
+            .collect::<Result<Vec<_>>>()
+            .map(LineString::new)
+    };
+    let rings = c
+        .as_array()
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| Error::bad("masks: a polygon without rings"))?;
+    Ok(Polygon::new(
+        ring(&rings[0])?,
+        rings[1..].iter().map(ring).collect::<Result<_>>()?,
+    ))
+}
+
+/// The polygons in the pixel space of a scene (CRS `wkt`, geotransform `gt`), with their boxes.
+fn polygons_to_pixels(p: &Polygons, wkt: &str, gt: &[f64; 6]) -> std::result::Result<Vec<Placed>, String> {
+    let e = |e: gdal::errors::GdalError| e.to_string();
+    let mut from = SpatialRef::from_epsg(p.epsg).map_err(e)?;
+    let mut to = SpatialRef::from_wkt(wkt).map_err(e)?;
+    from.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    to.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    let ct = CoordTransform::new(&from, &to).map_err(e)?;
+    let inv = gt.invert().map_err(e)?;
+    let map_ring = |r: &LineString<f64>| -> std::result::Result<LineString<f64>, String> {
+        let (mut xs, mut ys): (Vec<f64>, Vec<f64>) = r.coords().map(|c| (c.x, c.y)).unzip();
+        ct.transform_coords(&mut xs, &mut ys, &mut []).map_err(e)?;
+        Ok(xs
+            .into_iter()
+            .zip(ys)
+            .map(|(x, y)| {
+                let (px, py) = inv.apply(x, y);
+                Coord { x: px, y: py }
+            })
+            .collect())
+    };
+    let mut out = Vec::with_capacity(p.polygons.len());
+    for poly in &p.polygons {
+        let px = Polygon::new(
+            map_ring(poly.exterior())?,
+            poly.interiors()
+                .iter()
+                .map(map_ring)
+                .collect::<std::result::Result<_, _>>()?,
+        );
+        if let Some(bb) = px.bounding_rect() {
+            out.push((px, bb));
+        }
+    }
+    Ok(out)
+}
+
+/// A row-major uint8 mask of the window: 1 where the pixel centre is inside a polygon.
+fn rasterise(polys: &[Placed], w: Window) -> Vec<u8> {
+    let (ww, wh) = (w.width as usize, w.height as usize);
+    let mut mask = vec![0u8; ww * wh];
+    let (x0, y0) = (f64::from(w.x), f64::from(w.y));
+    for (poly, bb) in polys {
+        let cols = pixel_range(bb.min().x - x0, bb.max().x - x0, ww);
+        let rows = pixel_range(bb.min().y - y0, bb.max().y - y0, wh);
+        for j in rows {
+            for i in cols.clone() {
+                let m = &mut mask[j * ww + i];
+                if *m == 0 && poly.contains(&Point::new(x0 + i as f64 + 0.5, y0 + j as f64 + 0.5)) {
+                    *m = 1;
+                }
+            }
+        }
+    }
+    mask
+}
+
+/// The pixels whose centre may lie in [lo, hi] (window coordinates), clipped to 0..n.
+fn pixel_range(lo: f64, hi: f64, n: usize) -> std::ops::Range<usize> {
+    let a = (lo - 0.5).ceil().max(0.0);
+    let b = ((hi - 0.5).floor() + 1.0).min(n as f64);
+    if b <= a {
+        0..0
+    } else {
+        a as usize..b as usize
+    }
+}
+
+/// Unix milliseconds to RFC 3339 UTC.
+fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+fn stac_item(
+    engine: &Engine,
+    chip: &Chip,
+    image: &str,
+    mask: Option<&str>,
+    mask_class: &str,
+    now_ms: i64,
+) -> Value {
+    let rec = engine.index().record(chip.row);
+    let (geometry, bbox) = match &rec.footprint {
+        Some(fp) => {
+            let ring: Vec<[f64; 2]> = fp.exterior().coords().map(|c| [c.x, c.y]).collect();
+            let bb = fp
+                .bounding_rect()
+                .map(|b| [b.min().x, b.min().y, b.max().x, b.max().y]);
+            (json!({"type": "Polygon", "coordinates": [ring]}), bb)
+        }
+        None => (Value::Null, None),
+    };
+    let (datetime, source) = match rec.acquired_ms {
+        Some(ms) => (rfc3339(ms), "acquisition"),
+        None => (rfc3339(now_ms), "export"),
+    };
+    let mut classes: Vec<&str> = chip.labels.iter().map(|(c, _)| c.as_str()).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let mut props = json!({
+        "datetime": datetime,
+        "nadir:datetime_source": source,
+        "nadir:split": SPLITS[chip.split],
+        "nadir:scene": rec.scene,
+        "nadir:group": chip.group,
+        "nadir:window": [rec.window.x, rec.window.y, rec.window.width, rec.window.height],
+        "nadir:labels": chip.labels.iter().map(|(c, p)| json!({"class": c, "positive": p})).collect::<Vec<_>>(),
+    });
+    let label = if mask.is_some() {
+        json!({
+            "label:description": format!("Mask of {mask_class}: 1 inside, 0 outside (pixel centres)."),
+            "label:type": "raster",
+            "label:properties": null,
+            "label:classes": [{"name": null, "classes": [0, 1]}],
+            "label:tasks": ["segmentation"],
+        })
+    } else {
+        let mut l = json!({
+            "label:description": "Classes the user labelled this patch with (nadir:labels has the sign).",
+            "label:type": "vector",
+            "label:properties": ["class"],
+            "label:tasks": ["classification"],
+        });
+        // An empty class list matches both of the schema's list types (strings, numbers): omitted.
+        if !classes.is_empty() {
+            l["label:classes"] = json!([{"name": "class", "classes": classes}]);
+        }
+        l
+    };
+    if let (Some(p), Some(l)) = (props.as_object_mut(), label.as_object()) {
+        p.extend(l.clone());
+    }
+    let mut assets = json!({
+        "image": {"href": format!("../{image}"), "type": "image/tiff; application=geotiff", "roles": ["data"],
+                  "title": "Source pixels, full resolution"},
+    });
+    if let Some(m) = mask {
+        assets["mask"] = json!({"href": format!("../{m}"), "type": "image/tiff; application=geotiff",
+                                "roles": ["labels", "labels-raster"], "title": format!("{mask_class} mask")});
+    }
+    let mut item = json!({
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "stac_extensions": [LABEL_EXTENSION],
+        "id": chip.id,
+        "geometry": geometry,
+        "properties": props,
+        "links": [
+            {"rel": "root", "href": "../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+        ],
+        "assets": assets,
+    });
+    if let Some(bb) = bbox {
+        item["bbox"] = json!(bb);
+    }
+    item
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_ranges() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_600_000_000_000), "2020-09-13T12:26:40Z");
+        assert_eq!(pixel_range(0.0, 2.0, 10), 0..2);
+        assert_eq!(pixel_range(-5.0, 0.4, 10), 0..0);
+        assert_eq!(pixel_range(3.6, 100.0, 10), 4..10);
+    }
+
+    #[test]
+    fn crs_and_polygons() {
+        let v = json!({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32616"}},
+            "features": [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}]});
+        let p = parse_polygons(&v).unwrap();
+        assert_eq!((p.epsg, p.polygons.len()), (32616, 1));
+        assert!(parse_polygons(&json!({"type": "Point", "coordinates": [0, 0]})).is_err());
+    }
+}

@@ -1,0 +1,359 @@
+//! Export for fine-tuning on an index of a real scene (`data/scenes/spacenet-atlanta-pan.tif`,
+//! tiled 128 px): chips are GeoTIFFs on the patch's exact grid with the source pixels, masks
+//! rasterised from the SpaceNet building footprints match the reference mask (when
+//! `../shared/data` is present), split groups are disjoint, the STAC items carry the label
+//! extension, and a non-empty output folder is refused.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use gdal::raster::Buffer;
+use gdal::Dataset;
+use geo::Centroid;
+use nadir_indexer::manifest::SceneEntry;
+use nadir_indexer::raster::{RasterOptions, Scene, Window};
+use nadir_indexer::writer::SceneRows;
+use nadir_indexer::{cells, Index, IndexWriter, ModelInfo, PatchId, PatchRecord, Tiling};
+use nadir_query::export::{self, ExportRequest, Selection, LABEL_EXTENSION, SPLITS};
+use nadir_query::labels::{LabelSource, NewLabel};
+use nadir_query::Engine;
+use serde_json::Value;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+const TILE: u32 = 128;
+
+fn scene_path() -> PathBuf {
+    Path::new(ROOT).join("data/scenes/spacenet-atlanta-pan.tif")
+}
+
+fn shared(rel: &str) -> Option<PathBuf> {
+    let p = Path::new(ROOT).join("../shared/data").join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping the part that needs {}: ../shared/data is absent",
+            p.display()
+        );
+        None
+    }
+}
+
+/// An index of the SpaceNet scene in 128 px tiles (synthetic embeddings).
+fn build(dir: &Path) -> Engine {
+    let path = scene_path();
+    let scene = Scene::open(&path, &RasterOptions::default()).unwrap();
+    let georef = scene
+        .georef()
+        .expect("the SpaceNet scene is georeferenced")
+        .clone();
+    let (w, h) = scene.size();
+    let gsd = georef.pixel_size_m(w, h).unwrap();
+    let res = cells::resolution_for_area((gsd * f64::from(TILE)).powi(2));
+    let model = ModelInfo {
+        name: "synthetic".into(),
+        sha256: "0".repeat(64),
+        dim: 4,
+        text: false,
+        source: None,
+    };
+    let mut writer = IndexWriter::open(dir, model, Tiling::for_input(224), RasterOptions::default()).unwrap();
+    let id = "spacenet".to_string();
+    let (mut rows, mut vectors) = (Vec::new(), Vec::new());
+    for ty in 0..h / TILE {
+        for tx in 0..w / TILE {
+            let window = Window::new(tx * TILE, ty * TILE, TILE, TILE);
+            let fp = georef.footprint(&window).unwrap();
+            let c = fp.centroid().unwrap();
+            rows.push(PatchRecord {
+                id: PatchId::new(&id, &window),
+                scene: id.clone(),
+                window,
+                footprint: Some(fp),
+                centroid: Some((c.x(), c.y())),
+                h3: cells::cells_for(c.x(), c.y(), res).unwrap(),
+                acquired_ms: None,
+                gsd_m: Some(gsd),
+                tags: Vec::new(),
+                labels: Vec::new(),
+                thumb: (0, 0),
+            });
+            vectors.extend([1.0f32, 0.0, 0.0, 0.0]);
+        }
+    }
+    let entry = SceneEntry {
+        id: id.clone(),
+        path: path.clone(),
+        sha256: "1".repeat(64),
+        part: String::new(),
+        patches: 0,
+        skipped: 0,
+        width: w,
+        height: h,
+        epsg: georef.epsg(),
+        georeferenced: true,
+        pixel_size_m: Some(gsd),
+        tags: Vec::new(),
+    };
+    writer
+        .add_scene(SceneRows {
+            entry,
+            thumbnails: vec![Vec::new(); rows.len()],
+            rows,
+            vectors,
+        })
+        .unwrap();
+    writer.finish().unwrap();
+    Engine::new(Index::open(dir).unwrap(), None).unwrap()
+}
+
+fn read_u8(ds: &Dataset, band: usize, win: (isize, isize), size: (usize, usize)) -> Vec<u8> {
+    let b: Buffer<u8> = ds
+        .rasterband(band)
+        .unwrap()
+        .read_as(win, size, size, None)
+        .unwrap();
+    b.into_shape_and_vec().1
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn chips_masks_split_and_stac() {
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = build(&tmp.path().join("index"));
+    let index = engine.index();
+    let ids: Vec<String> = index.records().iter().map(|r| r.id.to_string()).collect();
+    let out = tmp.path().join("export");
+    let mut req = ExportRequest::new(out.clone(), Selection::Patches(ids.clone()));
+    req.group_levels = 1;
+    let labels = shared("scenes/spacenet/geotiff_labels.geojson");
+    if let Some(l) = &labels {
+        req.masks = Some(json(l));
+        req.mask_class = "building".into();
+    }
+    let report = export::export(&engine, &req).unwrap();
+    assert_eq!(report.chips, ids.len());
+    assert_eq!(report.splits.iter().sum::<usize>(), ids.len());
+    assert!(report.groups > 1, "{report:?}");
+
+    let src = Dataset::open(scene_path()).unwrap();
+    let sgt = src.geo_transform().unwrap();
+    let reference =
+        shared("scenes/spacenet/sample_fp_mask_from_geojson.tif").map(|p| Dataset::open(p).unwrap());
+    let (mut inter, mut union) = (0usize, 0usize);
+    let mut group_split: HashMap<String, String> = HashMap::new();
+    let catalog = json(&out.join("catalog.json"));
+    assert_eq!(catalog["type"], "Catalog");
+    assert_eq!(catalog["stac_version"], "1.1.0");
+    let item_links = catalog["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["rel"] == "item")
+        .count();
+    assert_eq!(item_links, ids.len());
+    for r in index.records() {
+        let id = r.id.to_string();
+        let item = json(&out.join(format!("items/{id}.json")));
+        assert_eq!(item["type"], "Feature");
+        assert_eq!(item["stac_extensions"][0], LABEL_EXTENSION);
+        let p = &item["properties"];
+        assert!(p["datetime"].as_str().unwrap().ends_with('Z'));
+        for f in [
+            "label:description",
+            "label:type",
+            "label:properties",
+            "label:tasks",
+        ] {
+            assert!(p.get(f).is_some(), "{f} missing in {item}");
+        }
+        assert_eq!(item["bbox"].as_array().unwrap().len(), 4);
+        let split = p["nadir:split"].as_str().unwrap().to_string();
+        assert!(SPLITS.contains(&split.as_str()));
+        let group = p["nadir:group"].as_str().unwrap().to_string();
+        assert_eq!(
+            group_split.entry(group).or_insert(split.clone()),
+            &split,
+            "a group in two splits"
+        );
+
+        // The chip: the patch's exact grid, the scene's CRS, the source pixels.
+        let chip = Dataset::open(out.join(format!("images/{split}/{id}.tif"))).unwrap();
+        assert_eq!(chip.raster_size(), (TILE as usize, TILE as usize));
+        assert_eq!(chip.raster_count(), src.raster_count());
+        let gt = chip.geo_transform().unwrap();
+        let (x, y) = (f64::from(r.window.x), f64::from(r.window.y));
+        let want = [sgt[0] + x * sgt[1], sgt[1], 0.0, sgt[3] + y * sgt[5], 0.0, sgt[5]];
+        for (a, b) in gt.iter().zip(want) {
+            assert!((a - b).abs() < 1e-9, "{gt:?} vs {want:?}");
+        }
+        assert_eq!(
+            chip.spatial_ref().unwrap().auth_code().ok(),
+            src.spatial_ref().unwrap().auth_code().ok()
+        );
+        let win = (r.window.x as isize, r.window.y as isize);
+        let size = (TILE as usize, TILE as usize);
+        let chip_px: Buffer<f64> = chip.rasterband(1).unwrap().read_band_as().unwrap();
+        let src_px: Buffer<f64> = src.rasterband(1).unwrap().read_as(win, size, size, None).unwrap();
+        assert_eq!(
+            chip_px.data(),
+            src_px.data(),
+            "chip {id} differs from its source window"
+        );
+        assert_eq!(
+            chip.rasterband(1).unwrap().band_type(),
+            src.rasterband(1).unwrap().band_type()
+        );
+
+        if let Some(reference) = &reference {
+            assert_eq!(p["label:type"], "raster");
+            assert_eq!(item["assets"]["mask"]["roles"][0], "labels");
+            let mask_ds = Dataset::open(out.join(format!("masks/{split}/{id}.tif"))).unwrap();
+            assert_eq!(mask_ds.geo_transform().unwrap(), gt);
+            let mask = read_u8(&mask_ds, 1, (0, 0), size);
+            assert!(mask.iter().all(|&v| v <= 1));
+            let want = read_u8(reference, 1, win, size);
+            let (mut i, mut u) = (0, 0);
+            for (m, w) in mask.iter().zip(&want) {
+                let (m, w) = (*m > 0, *w > 0);
+                i += usize::from(m && w);
+                u += usize::from(m || w);
+            }
+            if u > 500 {
+                let iou = i as f64 / u as f64;
+                assert!(iou > 0.9, "chip {id}: IoU {iou:.3} with the reference mask");
+            }
+            inter += i;
+            union += u;
+        }
+    }
+    if reference.is_some() {
+        let iou = inter as f64 / union as f64;
+        eprintln!("mask IoU over all chips: {iou:.4} ({union} px in the union)");
+        assert!(union > 1000 && iou > 0.95, "IoU {iou}");
+    }
+    // Deterministic: the same request gives the same splits.
+    let out2 = tmp.path().join("export2");
+    let mut again = req.clone();
+    again.out_dir = out2.clone();
+    let r2 = export::export(&engine, &again).unwrap();
+    assert_eq!(r2.splits, report.splits);
+
+    // A non-empty output folder is refused.
+    let err = export::export(&engine, &req).unwrap_err().to_string();
+    assert!(err.contains("not empty"), "{err}");
+    // Bad ratios are refused.
+    let mut bad = ExportRequest::new(tmp.path().join("bad"), Selection::Patches(ids[..1].to_vec()));
+    bad.split = [0.5, 0.5, 0.5];
+    assert!(export::export(&engine, &bad).is_err());
+}
+
+#[test]
+fn labelled_patches_export_with_their_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = build(&tmp.path().join("index"));
+    let store = engine.labels().unwrap();
+    let records = engine.index().records();
+    let labels: Vec<NewLabel> = [(0, true), (3, false), (7, true)]
+        .iter()
+        .map(|&(i, positive)| NewLabel {
+            patch_id: records[i].id.to_string(),
+            class: "roof".into(),
+            positive,
+            source: LabelSource::Search,
+            query: None,
+        })
+        .collect();
+    store.add_many(&labels).unwrap();
+    let gone = NewLabel {
+        patch_id: "0123456789abcdef".into(),
+        ..labels[0].clone()
+    };
+    store.add(&gone).unwrap();
+    let out = tmp.path().join("out");
+    let req = ExportRequest::new(
+        out.clone(),
+        Selection::Labelled {
+            class: Some("roof".into()),
+        },
+    );
+    let report = export::export(&engine, &req).unwrap();
+    assert_eq!((report.chips, report.masks, report.skipped), (3, 0, 1));
+    let csv = std::fs::read_to_string(out.join("labels.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "patch_id,split,class,positive,scene");
+    assert_eq!(lines.len(), 4);
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with(&records[3].id.to_string()) && l.contains(",roof,false,")));
+    let item = json(&out.join(format!("items/{}.json", records[0].id)));
+    assert_eq!(item["properties"]["label:type"], "vector");
+    assert_eq!(item["properties"]["label:tasks"][0], "classification");
+    assert_eq!(item["properties"]["label:classes"][0]["classes"][0], "roof");
+    assert!(item["assets"].get("mask").is_none());
+
+    let none = ExportRequest::new(
+        tmp.path().join("none"),
+        Selection::Labelled {
+            class: Some("lake".into()),
+        },
+    );
+    assert!(matches!(
+        export::export(&engine, &none),
+        Err(nadir_query::Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn the_endpoint_writes_only_under_exports() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("index");
+    let engine = std::sync::Arc::new(build(&dir));
+    let ids: Vec<String> = engine.index().records()[..2]
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    let app = nadir_query::service::router(engine, Default::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let post = |body: Value| {
+        let app = app.clone();
+        rt.block_on(async move {
+            let req = Request::post("/api/export")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        })
+    };
+    let (status, body) = post(serde_json::json!({"name": "set-1", "patches": ids}));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["chips"], 2);
+    assert!(dir.join("exports/set-1/catalog.json").exists());
+    for bad in ["../escape", "/abs", "", "-x", "a/b", "."] {
+        let (status, body) = post(serde_json::json!({"name": bad, "patches": ids}));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
+    }
+    assert!(!tmp.path().join("escape").exists());
+    // The same name again: the folder is not empty.
+    let (status, _) = post(serde_json::json!({"name": "set-1", "patches": ids}));
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // No labels: nothing to export.
+    let (status, _) = post(serde_json::json!({"name": "set-2"}));
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
