@@ -188,6 +188,24 @@ enum BenchWhat {
         #[arg(long, default_value_t = 16)]
         batch: usize,
     },
+    /// Simulated active learning on an index whose scene names carry the class (UC Merced):
+    /// mean average precision against labels for three labelling strategies, as CSV.
+    ActiveLearning {
+        #[command(flatten)]
+        dir: index::IndexDir,
+        #[arg(long, default_value_t = 2)]
+        start_positives: usize,
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        #[arg(long, default_value_t = 10)]
+        per_round: usize,
+        /// Repetitions with different seeds per class.
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        /// Top weak negatives up until real negatives reach max(2 x positives, 50).
+        #[arg(long)]
+        top_up: bool,
+    },
     /// The query path on a synthetic index: build time, memory, latency, QPS and recall@10 with
     /// and without geofilters, the raw graph at several ef, and a flat int8 scan.
     Query {
@@ -299,6 +317,38 @@ fn main() -> Result<()> {
             let rows = nadir_clip::bench::bench_clip(&cfg, &batch, Duration::from_secs_f64(seconds))?;
             for r in rows {
                 println!("| {} | {:.2} | {:.2} |", r.batch, r.images_per_s, r.texts_per_s);
+            }
+        }
+        Command::Bench {
+            what:
+                BenchWhat::ActiveLearning {
+                    dir,
+                    start_positives,
+                    rounds,
+                    per_round,
+                    seeds,
+                    top_up,
+                },
+        } => {
+            let index = nadir_indexer::Index::open(&dir.index)?;
+            let sim = nadir_query::learn_bench::Simulation {
+                start_positives,
+                rounds,
+                per_round,
+                seeds,
+                top_up,
+            };
+            let start = std::time::Instant::now();
+            let (classes, curve) = nadir_query::learn_bench::simulate(&index, &sim)?;
+            eprintln!(
+                "{} patches, {} classes, {seeds} seeds, {:.1} s",
+                index.len(),
+                classes.len(),
+                start.elapsed().as_secs_f64()
+            );
+            println!("strategy,labels,mean_average_precision");
+            for (strategy, labels, map) in curve {
+                println!("{},{labels},{map:.4}", strategy.name());
             }
         }
         Command::Bench {

@@ -15,6 +15,7 @@ pub mod hit;
 pub mod labels;
 pub mod labels_api;
 pub mod learn;
+pub mod learn_bench;
 pub mod plan;
 pub mod request;
 pub mod search;
