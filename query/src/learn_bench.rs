@@ -157,7 +157,7 @@ pub fn simulate(index: &Index, sim: &Simulation) -> Result<(Vec<String>, Curve)>
                         .map(|&r| (probe.probability(index.vector(r)), truth[r as usize]))
                         .collect();
                     let ap = average_precision(&test);
-                    sums[si][round] += ap;
+                    *sums[si].get_mut(round).expect("one sum per round") += ap;
                     if round == sim.rounds {
                         break;
                     }
@@ -176,12 +176,12 @@ pub fn simulate(index: &Index, sim: &Simulation) -> Result<(Vec<String>, Curve)>
         }
     }
     let mut curve = Vec::new();
-    for (si, strategy) in Strategy::ALL.iter().enumerate() {
-        for round in 0..=sim.rounds {
+    for (strategy, per_round) in Strategy::ALL.iter().zip(&sums) {
+        for (round, total) in per_round.iter().enumerate() {
             curve.push((
                 *strategy,
                 sim.start_positives + round * sim.per_round,
-                sums[si][round] / count as f64,
+                total / count as f64,
             ));
         }
     }
