@@ -731,6 +731,13 @@ fn measure(
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
     let _ = writeln!(out, "| build and memory | value |\n|---|---:|");
+    if times.is_some() {
+        let _ = writeln!(
+            out,
+            "| note | built in this process: heap freed by the build may be reused, so the RSS rows may read \
+             low; a second run with the same `--dir` measures a fresh process |"
+        );
+    }
     if let Some([gen, write, finish]) = times {
         let _ = writeln!(out, "| generate vectors | {:.1} s |", gen.as_secs_f64());
         let _ = writeln!(
@@ -887,7 +894,7 @@ fn measure(
         };
         let (mut lat, mut rec, mut kept) = (Vec::with_capacity(o.queries), 0.0, 0usize);
         let mut strategies = Vec::new();
-        for j in 0..o.queries {
+        for (j, truth) in truth.iter().enumerate() {
             let req = request(j);
             let t = Instant::now();
             let resp = engine.search(&req)?;
@@ -897,7 +904,7 @@ fn measure(
                 .iter()
                 .filter_map(|h| h.patch_id.parse().ok().and_then(|id| engine.index().row_of(id)))
                 .collect();
-            rec += recall(&rows, &truth[j]);
+            rec += recall(&rows, truth);
             kept += resp.candidates;
             if !strategies.contains(&resp.strategy) {
                 strategies.push(resp.strategy);
@@ -994,9 +1001,7 @@ fn int8_experiment(
     out: &mut dyn Write,
 ) -> Result<()> {
     let t = Instant::now();
-    let rss0 = rss_bytes();
     let q8 = Int8::new(index.vectors(), o.dim);
-    let rss = rss_bytes().saturating_sub(rss0);
     let calibrate = t.elapsed();
     let n = index.len();
     let (mut lat, mut rec_raw, mut rec) = (Vec::with_capacity(queries.len()), 0.0, 0.0);
@@ -1017,9 +1022,10 @@ fn int8_experiment(
     let _ = writeln!(
         out,
         "\nExperiment: flat int8 scan (per-dimension min/max calibration, 12-bit query weights, i32 sums), \
-         single thread; calibration + encoding {:.1} s, RSS of the codes {:.0} B/patch.\n",
+         single thread; calibration + encoding {:.1} s, codes {:.0} B/patch (+ {} B of calibration).\n",
         calibrate.as_secs_f64(),
-        rss as f64 / n as f64
+        q8.codes.len() as f64 / n as f64,
+        8 * o.dim
     );
     let _ = writeln!(
         out,

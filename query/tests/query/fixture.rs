@@ -31,10 +31,10 @@ pub struct Spec {
     pub seed: u64,
 }
 
-/// The shared index: 12k rows of 64-d vectors in a 2 x 2 degree region (the HNSW build takes
-/// most of its ~20 s in a debug build).
+/// The shared index: 10k rows of 64-d vectors in a 2 x 2 degree region (the HNSW build takes
+/// most of its ~15 s on a busy 2-core machine).
 pub const SHARED: Spec = Spec {
-    rows: 12_000,
+    rows: 10_000,
     dim: 64,
     clusters: 16,
     noise: 0.1,

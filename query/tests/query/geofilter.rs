@@ -1,10 +1,12 @@
 //! Geofilter invariants on the shared index, for random bboxes, polygons with holes, H3 cell
 //! sets and circles: every result's centroid lies inside the area (checked here without the
-//! engine's geometry: bounds, ray casting, h3o cells, haversine), the rows the plan allows are
-//! exactly the rows inside, and the results are the brute-force top-k of those rows.
+//! engine's geometry: bounds, ray casting, h3o cells, haversine), on the exact path and on the
+//! filtered graph walk; the rows the plan allows are exactly the rows inside; and the results are
+//! the brute-force top-k of those rows.
 
 use geo::{Distance, Haversine, Point};
 use h3o::{CellIndex, LatLng, Resolution};
+use nadir_query::search::{self, Strategy};
 use nadir_query::{Example, GeoFilter, SearchRequest};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -72,6 +74,15 @@ fn check(example: usize, filter: GeoFilter, inside: impl Fn(f64, f64) -> bool) -
         .collect();
     let got: Vec<String> = resp.hits.iter().map(|h| h.patch_id.clone()).collect();
     prop_assert_eq!(got, expected, "strategy {:?}", resp.strategy);
+    // The filtered graph walk keeps the invariant too.
+    let (found, strategy) = search::execute_with(index, &plan, 0);
+    if !allowed.is_empty() {
+        prop_assert_eq!(strategy, Strategy::HnswFiltered);
+    }
+    for (r, _) in found {
+        let (lon, lat) = index.record(r).centroid.expect("georeferenced");
+        prop_assert!(inside(lon, lat), "graph hit {r} at ({lon}, {lat}) lies outside");
+    }
     Ok(())
 }
 
@@ -125,7 +136,7 @@ fn anchor(x: f64, y: f64, row: Option<usize>) -> (f64, f64) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 12,
+        cases: 10,
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
         ..ProptestConfig::default()
     })]

@@ -1,7 +1,9 @@
 //! ANN recall on the shared index: recall@10 against brute force with no filter and with bbox
 //! filters that keep 100 %, 10 %, 1 % and 0.1 % of the rows. The exact-scan threshold is set to
 //! zero so that the graph answers (HNSW, filtered HNSW), and the strategy is checked; with the
-//! default threshold this index is small enough to be scanned exactly.
+//! default threshold this index is small enough to be scanned exactly. Queries are rows of the
+//! index, so the graph meets the query's own vector, whose dot with itself may round above 1:
+//! hnsw_rs's dot distance panicked on that before `search::execute_with` shortened the query.
 
 use nadir_query::plan::Plan;
 use nadir_query::search::{self, Strategy};
@@ -12,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use crate::fixture::{self, brute_force, candidate_rows};
 
 const K: usize = 10;
-const QUERIES: usize = 40;
+const QUERIES: usize = 30;
 const MIN_RECALL: f64 = 0.95;
 
 /// A query like a random row, within a random bbox keeping about `share` of the region.
@@ -75,10 +77,11 @@ fn recall_at_10_holds_on_every_path() {
         for _ in 0..QUERIES {
             let plan = fx.engine.plan(&request(&mut rng, share)).unwrap();
             let (r, strategy, allowed) = recall(&plan, 0);
-            let want = if share.is_some() {
-                Strategy::HnswFiltered
-            } else {
-                Strategy::Hnsw
+            let want = match share {
+                None => Strategy::Hnsw,
+                // Nothing to walk for: an empty set is "scanned".
+                Some(_) if allowed == 0 => Strategy::Exact,
+                Some(_) => Strategy::HnswFiltered,
             };
             assert_eq!(strategy, want, "share {share:?}");
             sum += r;
