@@ -10,6 +10,8 @@ bash scripts/setup.sh
 rustup component add rustfmt clippy 2>/dev/null || true
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# One clean build: incremental caches only cost disk here.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
