@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nadir_clip::{Encoder, ModelId};
-use nadir_indexer::ann::Ann;
+use nadir_indexer::ann::{dot, Ann};
 use nadir_indexer::manifest::SceneEntry;
 use nadir_indexer::raster::{RasterOptions, Window};
 use nadir_indexer::writer::SceneRows;
@@ -318,24 +318,6 @@ fn dir_bytes(dir: &Path) -> (u64, u64) {
         }
     }
     out
-}
-
-/// Dot product in 16 lanes (vectorises without fast-math).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
