@@ -4,6 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use serde_json::Value;
+use tower::ServiceExt;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -43,4 +48,26 @@ pub fn lite_towers_present(test: &str) -> bool {
         );
     }
     present
+}
+
+/// Sends one request through the router (`tower::ServiceExt::oneshot`): status and body bytes.
+pub async fn call(app: Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Vec<u8>) {
+    let mut req = Request::builder().method(method).uri(uri);
+    let body = match body {
+        Some(v) => {
+            req = req.header("content-type", "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let resp = app.oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (status, bytes.to_vec())
+}
+
+/// The same, with the body parsed as JSON (`null` when it is not JSON).
+pub async fn json_call(app: Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let (status, bytes) = call(app, method, uri, body).await;
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }

@@ -9,10 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::json_call as call;
 use anyhow::{ensure, Context, Result};
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::Router;
+use axum::http::StatusCode;
 use nadir_indexer::manifest::SceneEntry;
 use nadir_indexer::raster::{RasterOptions, Window};
 use nadir_indexer::writer::SceneRows;
@@ -20,7 +19,6 @@ use nadir_indexer::{cells, Index, IndexWriter, ModelInfo, PatchId, PatchRecord, 
 use nadir_query::service::{router, ServiceConfig};
 use nadir_query::{Engine, LabelSource, LabelStore, NewLabel};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 const DIM: usize = 16;
 const SIDE: usize = 20;
@@ -113,21 +111,6 @@ fn build(dir: &Path) -> Result<()> {
     }
     w.finish()?;
     Ok(())
-}
-
-async fn call(app: Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    let body = match body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    let resp = app.oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 #[test]

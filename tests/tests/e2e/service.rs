@@ -15,7 +15,7 @@ use nadir_query::Engine;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::common::{lite_towers_present, root};
+use crate::common::{call, json_call, lite_towers_present, root};
 
 struct Demo {
     _dir: tempfile::TempDir,
@@ -49,26 +49,6 @@ fn demo() -> Option<&'static Demo> {
 
 fn app(engine: Arc<Engine>) -> Router {
     router(engine, ServiceConfig::default())
-}
-
-async fn call(app: Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Vec<u8>) {
-    let mut req = Request::builder().method(method).uri(uri);
-    let body = match body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    let resp = app.oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-    (status, bytes.to_vec())
-}
-
-async fn json_call(app: Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let (status, bytes) = call(app, method, uri, body).await;
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 fn rt() -> tokio::runtime::Runtime {
