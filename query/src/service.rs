@@ -312,15 +312,11 @@ pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
         .with_state(state)
 }
 
-/// Serves `engine` on `addr` until Ctrl-C.
-pub async fn serve(
-    engine: Arc<Engine>,
-    addr: std::net::SocketAddr,
-    config: ServiceConfig,
-) -> std::io::Result<()> {
+/// Serves `app` (this crate's [`router`], or one built on it) on `addr` until Ctrl-C.
+pub async fn serve(app: Router, addr: std::net::SocketAddr) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving");
-    axum::serve(listener, router(engine, config))
+    axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -63,13 +63,7 @@ pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
 
 /// Serves the UI and the API for `engine` on `addr` until Ctrl-C.
 pub async fn serve(engine: Arc<Engine>, addr: SocketAddr, config: ServiceConfig) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving");
-    axum::serve(listener, router(engine, config))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    service::serve(router(engine, config), addr).await
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
