@@ -15,9 +15,6 @@ use crate::plan::{Candidates, Plan};
 /// Filtered sets whose vectors take at most this many bytes are scanned exactly.
 pub const EXACT_SCAN_BYTES: usize = 32 << 20;
 
-/// The query is scaled by this before a graph search (see [`execute_with`]).
-const ANN_QUERY_SCALE: f32 = 1.0 - 1.0 / 4096.0;
-
 /// How a query was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -54,15 +51,13 @@ pub fn execute_with(index: &Index, plan: &Plan, exact_scan_bytes: usize) -> (Vec
     let want = plan.k + plan.exclude.len();
     let allowed = plan.candidates.count(n);
     let scan_fits = allowed * index.dim() * 4 <= exact_scan_bytes;
-    // hnsw_rs's dot distance asserts `1 - q.v >= 0` and panics (in release builds too) when
-    // rounding puts the dot of two near-identical unit vectors above 1, as when a query made
-    // from one example patch meets that patch. A slightly shorter query keeps every dot below 1
-    // and the order unchanged; `rerank` recomputes the scores with the query itself.
-    let shrunk: Vec<f32> = plan.vector.iter().map(|x| x * ANN_QUERY_SCALE).collect();
+    // The graph's distance is clamped at 0 (`nadir_indexer::ann::DistDot`), so a query made from
+    // one example patch may meet that patch, whose rounded dot exceeds 1.
     let (found, strategy) = match (&plan.candidates, index.ann()) {
-        (Candidates::All, Some(ann)) if !scan_fits => {
-            (ann.search(&shrunk, want, ef_for(want, 1.0), None), Strategy::Hnsw)
-        }
+        (Candidates::All, Some(ann)) if !scan_fits => (
+            ann.search(&plan.vector, want, ef_for(want, 1.0), None),
+            Strategy::Hnsw,
+        ),
         (Candidates::Rows(rows), Some(ann)) if !scan_fits => {
             let mut bits = vec![0u64; n.div_ceil(64)];
             for &r in rows {
@@ -71,7 +66,7 @@ pub fn execute_with(index: &Index, plan: &Plan, exact_scan_bytes: usize) -> (Vec
             let filter = move |id: &usize| bits[*id / 64] >> (*id % 64) & 1 == 1;
             let ef = ef_for(want, allowed as f64 / n.max(1) as f64);
             (
-                ann.search(&shrunk, want, ef, Some(&filter)),
+                ann.search(&plan.vector, want, ef, Some(&filter)),
                 Strategy::HnswFiltered,
             )
         }
