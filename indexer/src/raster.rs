@@ -211,6 +211,18 @@ impl Scene {
         self.georef.as_ref()
     }
 
+    /// The linear map (low, high) -> (0, 255) of each of R, G, B; None where values are used as is
+    /// (uint8 data).
+    pub fn stretch(&self) -> [Option<(f64, f64)>; 3] {
+        self.stretch
+    }
+
+    /// Replaces the per-scene stretch, so that pixels read from several files (a model's training
+    /// chips, then a scene it predicts) go through the same map.
+    pub fn set_stretch(&mut self, stretch: [Option<(f64, f64)>; 3]) {
+        self.stretch = stretch;
+    }
+
     /// Acquisition time as unix milliseconds UTC when the file's metadata says (TIFFTAG_DATETIME,
     /// ACQUISITIONDATETIME, EXIF dates...).
     pub fn acquired_ms(&self) -> Option<i64> {

@@ -9,6 +9,8 @@
 //!                                     test), same grid as the chip; only when polygons are given
 //! out/labels.csv                      patch_id, split, class, positive, scene (a row per label;
 //!                                     class empty for an unlabelled chosen patch)
+//! out/classes.json                    the mask values' classes (0 background, 1 the mask class),
+//!                                     as `nadir finetune` reads them; only when masks are written
 //! out/catalog.json                    STAC 1.1.0 Catalog, an `item` link per chip
 //! out/items/{patch_id}.json           STAC Item with the label extension (v1.0.1)
 //! ```
@@ -281,6 +283,11 @@ pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
             .push(json!({"rel": "item", "href": format!("./{item_rel}"), "type": "application/geo+json"}));
     }
     write_atomic(&out.join("labels.csv"), csv.as_bytes())?;
+    if report.masks > 0 {
+        // The mask values' classes, in the format `nadir finetune` reads.
+        let classes = json!({"classes": [{"name": "background"}, {"name": req.mask_class}]});
+        write_json(&out.join("classes.json"), &classes)?;
+    }
     let mut links = vec![json!({"rel": "root", "href": "./catalog.json", "type": "application/json"})];
     links.extend(item_links);
     let catalog = json!({

@@ -1,6 +1,6 @@
 //! End-to-end tests of Nadir, one binary: the `nadir` CLI as a user runs it, the real HTTP router
 //! on an index built from the demo scenes, labels and active learning, and crash safety of
-//! indexing and of labelling under `kill -9`.
+//! indexing and of labelling under `kill -9`, fine-tuning and predicting a map.
 
 #[path = "e2e/cli.rs"]
 mod cli;
@@ -10,5 +10,7 @@ mod common;
 mod crash;
 #[path = "e2e/labels.rs"]
 mod labels;
+#[path = "e2e/segment.rs"]
+mod segment;
 #[path = "e2e/service.rs"]
 mod service;

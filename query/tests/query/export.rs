@@ -357,3 +357,115 @@ fn the_endpoint_writes_only_under_exports() {
     let (status, _) = post(serde_json::json!({"name": "set-2"}));
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// The export is a training set for `nadir-segment`: fine-tune on it, predict the whole scene,
+/// and the map finds the buildings; raster and polygons agree.
+#[test]
+fn export_trains_a_segmentation_model_that_maps_the_buildings() {
+    use nadir_segment::{EncoderSpec, FinetuneOptions, PredictOptions, Segmenter};
+    let (Some(labels), Some(reference)) = (
+        shared("scenes/spacenet/geotiff_labels.geojson"),
+        shared("scenes/spacenet/sample_fp_mask_from_geojson.tif"),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = build(&tmp.path().join("index"));
+    let ids: Vec<String> = engine
+        .index()
+        .records()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    let out = tmp.path().join("export");
+    let mut req = ExportRequest::new(out.clone(), Selection::Patches(ids));
+    req.group_levels = 1;
+    req.masks = Some(json(&labels));
+    req.mask_class = "building".into();
+    export::export(&engine, &req).unwrap();
+
+    let model_dir = tmp.path().join("model");
+    let mut opts = FinetuneOptions::new(out.clone(), model_dir.clone());
+    // The pretrained encoder when its weights are here (CI fetches them), else the random one.
+    if nadir_clip::lite::load_image_tower(&nadir_clip::lite::models_dir(), &candle_core::Device::Cpu).is_err()
+    {
+        eprintln!("EfficientNet-Lite0 weights absent: training on the random encoder");
+        opts.encoder = EncoderSpec::RandomLite0 { seed: 1 };
+    }
+    opts.chip = TILE;
+    opts.train.max_epochs = 25;
+    let report = nadir_segment::finetune(&opts).unwrap();
+    assert!(report.train_chips > 0 && report.val_chips > 0, "{report:?}");
+    let model = Segmenter::load(&model_dir).unwrap();
+    let names: Vec<&str> = model.config().classes.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["background", "building"],
+        "classes from the export's classes.json"
+    );
+
+    let map = tmp.path().join("map.tif");
+    let polygons = tmp.path().join("map.geojson");
+    let popts = PredictOptions {
+        geojson: Some(polygons.clone()),
+        min_pixels: 1,
+        ..PredictOptions::default()
+    };
+    let r = nadir_segment::predict_scene(&model, &scene_path(), &map, &popts).unwrap();
+    let ds = Dataset::open(&map).unwrap();
+    let src = Dataset::open(scene_path()).unwrap();
+    assert_eq!(ds.raster_size(), src.raster_size());
+    assert_eq!(ds.geo_transform().unwrap(), src.geo_transform().unwrap());
+    assert_eq!(
+        ds.spatial_ref().unwrap().auth_code().ok(),
+        src.spatial_ref().unwrap().auth_code().ok()
+    );
+    let (w, h) = ds.raster_size();
+    let pred = read_u8(&ds, 1, (0, 0), (w, h));
+    assert!(pred.iter().all(|&v| v <= 1), "every pixel predicted, as 0 or 1");
+    let truth = read_u8(&Dataset::open(reference).unwrap(), 1, (0, 0), (w, h));
+    let inter = pred.iter().zip(&truth).filter(|(&p, &t)| p == 1 && t > 0).count();
+    let union = pred.iter().zip(&truth).filter(|(&p, &t)| p == 1 || t > 0).count();
+    let iou = inter as f64 / union as f64;
+    eprintln!("building IoU over the scene: {iou:.3}");
+    // Chance (every pixel a building) is the building share, about 0.04; all background is 0.
+    assert!(iou > 0.15, "building IoU {iou:.3} over the scene");
+
+    // The polygons: WGS84, inside the scene, and their pixels are the raster's.
+    let fc = json(&polygons);
+    let feats = fc["features"].as_array().unwrap();
+    assert_eq!(Some(feats.len()), r.polygons);
+    let georef = Scene::open(&scene_path(), &RasterOptions::default())
+        .unwrap()
+        .georef()
+        .unwrap()
+        .clone();
+    let (fw, fh) = (w as f64, h as f64);
+    let corners = georef
+        .pixels_to_lonlat(&[(0.0, 0.0), (fw, 0.0), (fw, fh), (0.0, fh)])
+        .unwrap();
+    let bound = |f: fn(&(f64, f64)) -> f64| {
+        let v: Vec<f64> = corners.iter().map(f).collect();
+        (
+            v.iter().copied().fold(f64::MAX, f64::min),
+            v.iter().copied().fold(f64::MIN, f64::max),
+        )
+    };
+    let ((lon0, lon1), (lat0, lat1)) = (bound(|c| c.0), bound(|c| c.1));
+    let mut pixels = [0u64; 2];
+    for f in feats {
+        pixels[f["properties"]["class"].as_u64().unwrap() as usize] +=
+            f["properties"]["pixels"].as_u64().unwrap();
+        for ring in f["geometry"]["coordinates"].as_array().unwrap() {
+            for p in ring.as_array().unwrap() {
+                let (x, y) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+                assert!(
+                    (lon0 - 1e-7..=lon1 + 1e-7).contains(&x) && (lat0 - 1e-7..=lat1 + 1e-7).contains(&y),
+                    "{x},{y}"
+                );
+            }
+        }
+    }
+    let buildings = pred.iter().filter(|&&v| v == 1).count() as u64;
+    assert_eq!(pixels, [pred.len() as u64 - buildings, buildings]);
+}
