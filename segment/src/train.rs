@@ -141,7 +141,10 @@ pub fn train(model: &Segmenter, train: &[Chip], val: &[Chip], opts: &TrainOption
             let l = f64::from(loss.to_scalar::<f32>()?);
             loss_sum += l;
             bar.inc(1);
-            bar.set_message(format!("epoch {epoch} loss {l:.3}"));
+            let last = history.last().map_or(String::new(), |h: &EpochLog| {
+                format!("  val mIoU {:.3}", h.val_miou)
+            });
+            bar.set_message(format!("epoch {epoch} loss {l:.3}{last}"));
         }
         let conf = evaluate(
             model,
