@@ -234,6 +234,12 @@ impl Scene {
     /// above `max_nodata` (outside the raster counts as nodata and is filled with 0), or every valid
     /// pixel has the same colour.
     pub fn read_window(&self, win: Window, out: u32) -> Result<Option<image::RgbImage>> {
+        Ok(self.read_window_valid(win, out)?.map(|(img, _)| img))
+    }
+
+    /// [`Self::read_window`] with the validity of each output pixel (row-major, `out * out`):
+    /// false for nodata, masked and non-finite pixels and for pixels outside the raster.
+    pub fn read_window_valid(&self, win: Window, out: u32) -> Result<Option<(image::RgbImage, Vec<bool>)>> {
         if win.width == 0 || win.height == 0 || out == 0 {
             return Err(self.err(format!("cannot read window {win:?} into {out}x{out} px")));
         }
@@ -282,7 +288,14 @@ impl Scene {
             constant &= *first.get_or_insert(px) == px;
             img.put_pixel((i % ow) as u32, (i / ow) as u32, px);
         }
-        Ok((!constant).then_some(img))
+        if constant {
+            return Ok(None);
+        }
+        let mut full = vec![false; n * n];
+        for (i, &v) in valid.iter().enumerate() {
+            full[(i / ow) * n + i % ow] = v;
+        }
+        Ok(Some((img, full)))
     }
 
     fn err(&self, msg: String) -> Error {

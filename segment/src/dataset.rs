@@ -260,12 +260,13 @@ pub fn read_mask(path: &Path, classes: &ClassList) -> Result<(u32, u32, Vec<u8>)
     let (w, h, values) = if let Some(table) = palette_of_band {
         // A paletted mask (PNG with a colour table): its entries' colours say the class.
         let palette: Vec<[u8; 3]> = classes.classes.iter().filter_map(|c| c.color).collect();
-        let lookup: Vec<u8> = (0..256)
+        let mut lookup: Vec<u8> = (0..256)
             .map(|i| match table.get(i).copied().flatten() {
                 Some(rgb) => nearest_colour(rgb, &palette, classes.ignore_color),
                 None => IGNORE,
             })
             .collect();
+        lookup[usize::from(IGNORE)] = IGNORE;
         let (w, h, v) = read_band_u8(path, &ds, 1)?;
         (w, h, v.into_iter().map(|x| lookup[usize::from(x)]).collect())
     } else if ds.raster_count() == 1 {
@@ -309,7 +310,7 @@ pub fn read_mask(path: &Path, classes: &ClassList) -> Result<(u32, u32, Vec<u8>)
             })
             .collect();
         if unknown > 0 {
-            tracing::debug!(path = %path.display(), unknown, "mask pixels of no class colour are unlabelled");
+            tracing::warn!(path = %path.display(), unknown, "mask pixels of no class colour are unlabelled");
         }
         (w, h, v)
     } else {
@@ -419,7 +420,9 @@ pub fn open_scene(
     if let Some(s) = stretch {
         let own = scene.stretch();
         // Only channels the file itself stretches (non-8-bit) take the model's map.
-        scene.set_stretch(std::array::from_fn(|c| own[c].and(s[c])));
+        // The model's map where it has one, else the file's own (a model trained on 8-bit
+        // images predicting a 16-bit scene).
+        scene.set_stretch(std::array::from_fn(|c| own[c].map(|o| s[c].unwrap_or(o))));
     }
     Ok(scene)
 }
@@ -486,8 +489,10 @@ pub fn chips_in(
             continue;
         };
         let mut m = GrayImage::from_pixel(side, side, image::Luma([IGNORE]));
-        for y in 0..side.min(h - win.y) {
-            for x in 0..side.min(w - win.x) {
+        // Labels of the region only (a region narrower than a chip reads image pixels around it).
+        let (x_end, y_end) = ((region.x + rw).min(w), (region.y + rh).min(h));
+        for y in 0..side.min(y_end - win.y) {
+            for x in 0..side.min(x_end - win.x) {
                 let v = mask[((win.y + y) * w + win.x + x) as usize];
                 m.put_pixel(x, y, image::Luma([v]));
             }

@@ -240,6 +240,9 @@ pub fn run(set: &EvalSet, run: &EvalRun) -> Result<EvalRow> {
         let (w, _) = scene.size();
         let pred = predict_labels(&model, &scene, &PredictOptions::default())?;
         let mut truth = item.mask.clone();
+        if truth.len() != pred.len() {
+            return Err(Error::input(&item.image, "the mask is not the size of the image"));
+        }
         if let Some(r) = item.region {
             outside_unlabelled(&mut truth, w, r);
         }

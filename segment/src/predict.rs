@@ -192,12 +192,12 @@ pub fn predict_rows(
             })
             .collect();
         for batch in row.chunks(opts.batch_size) {
-            let mut wins = Vec::new();
-            let mut chips = Vec::new();
+            let (mut wins, mut chips, mut valid) = (Vec::new(), Vec::new(), Vec::new());
             for &win in batch {
-                if let Some(img) = scene.read_window(win, side)? {
+                if let Some((img, ok)) = scene.read_window_valid(win, side)? {
                     wins.push(win);
                     chips.push(img);
+                    valid.push(ok);
                 }
             }
             bar.inc(batch.len() as u64);
@@ -210,6 +210,7 @@ pub fn predict_rows(
             for (i, win) in wins.iter().enumerate() {
                 strip.add(
                     win,
+                    &valid[i],
                     (w, h),
                     &probs[i * k * plane..(i + 1) * k * plane],
                     &weights,
@@ -257,13 +258,25 @@ impl Strip {
         }
     }
 
-    /// Adds a window's probabilities `[k, side, side]` with the blending weights.
-    fn add(&mut self, win: &Window, (w, h): (u32, u32), probs: &[f32], weights: &[f32], side: usize) {
+    /// Adds a window's probabilities `[k, side, side]` with the blending weights, at its valid
+    /// pixels (nodata stays without a prediction).
+    fn add(
+        &mut self,
+        win: &Window,
+        valid: &[bool],
+        (w, h): (u32, u32),
+        probs: &[f32],
+        weights: &[f32],
+        side: usize,
+    ) {
         let plane = side * side;
         for yy in 0..(side as u32).min(h - win.y) {
             let r = (win.y + yy - self.y0) as usize;
             for xx in 0..(side as u32).min(w - win.x) {
                 let src = yy as usize * side + xx as usize;
+                if !valid[src] {
+                    continue;
+                }
                 let x = (win.x + xx) as usize;
                 let wt = weights[src];
                 self.wsum[r * self.width + x] += wt;

@@ -27,13 +27,28 @@ fn model(chip: u32) -> Segmenter {
 
 /// A 150 x 100 px crop of the demo SpaceNet scene, with its georeference moved to the crop.
 fn crop(dir: &Path) -> std::path::PathBuf {
+    crop_with_hole(dir, false)
+}
+
+/// [`crop`], with nodata 0 declared and, when `hole`, a 40 x 30 px block of nodata at (20, 10).
+fn crop_with_hole(dir: &Path, hole: bool) -> std::path::PathBuf {
     let src = Dataset::open(Path::new(ROOT).join("data/scenes/spacenet-atlanta-pan.tif")).unwrap();
     let (x0, y0, w, h) = (300usize, 400usize, 150usize, 100usize);
     let band = src.rasterband(1).unwrap();
     let mut buf: Buffer<u16> = band
         .read_as((x0 as isize, y0 as isize), (w, h), (w, h), None)
         .unwrap();
-    let path = dir.join("crop.tif");
+    for v in buf.data_mut().iter_mut() {
+        *v = (*v).max(1);
+    }
+    if hole {
+        for y in 10..40 {
+            for x in 20..60 {
+                buf.data_mut()[y * w + x] = 0;
+            }
+        }
+    }
+    let path = dir.join(if hole { "hole.tif" } else { "crop.tif" });
     let driver = DriverManager::get_driver_by_name("GTiff").unwrap();
     let mut ds = driver.create_with_band_type::<u16, _>(&path, w, h, 1).unwrap();
     let gt = src.geo_transform().unwrap();
@@ -47,8 +62,34 @@ fn crop(dir: &Path) -> std::path::PathBuf {
     ];
     ds.set_geo_transform(&moved).unwrap();
     ds.set_projection(&src.projection()).unwrap();
-    ds.rasterband(1).unwrap().write((0, 0), (w, h), &mut buf).unwrap();
+    let mut out = ds.rasterband(1).unwrap();
+    out.set_no_data_value(Some(0.0)).unwrap();
+    out.write((0, 0), (w, h), &mut buf).unwrap();
     path
+}
+
+#[test]
+fn nodata_gets_no_prediction_and_16_bit_scenes_are_stretched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = crop_with_hole(tmp.path(), true);
+    let m = model(64);
+    assert_eq!(m.config().stretch, [None; 3], "a model of 8-bit images");
+    let scene = open_for(&m, &path).unwrap();
+    // The file's own stretch: not saturated.
+    let img = scene
+        .read_window(nadir_indexer::raster::Window::new(64, 40, 64, 64), 64)
+        .unwrap()
+        .unwrap();
+    let bright = img.pixels().filter(|p| p.0[0] == 255).count();
+    assert!(bright < 64 * 64 / 10, "{bright} saturated pixels");
+    let labels = predict_labels(&m, &scene, &PredictOptions::default()).unwrap();
+    let (w, h) = scene.size();
+    for y in 0..h as usize {
+        for x in 0..w as usize {
+            let hole = (10..40).contains(&y) && (20..60).contains(&x);
+            assert_eq!(labels[y * w as usize + x] == IGNORE, hole, "pixel {x},{y}");
+        }
+    }
 }
 
 #[test]
