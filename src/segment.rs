@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
+use nadir_segment::encoder::FrozenEncoder;
 use nadir_segment::eval::{self, EvalRun, Labels};
 use nadir_segment::{EncoderSpec, FinetuneOptions, PredictOptions, Segmenter, TrainOptions};
 
@@ -82,9 +83,13 @@ pub struct FinetuneArgs {
     classes: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "pretrained")]
     encoder: EncoderArg,
-    /// Chip side in pixels (a multiple of 32).
-    #[arg(long, default_value_t = 256)]
-    chip: u32,
+    /// Use the patch tokens of this CLIP ViT instead (a RemoteCLIP / open_clip checkpoint file,
+    /// or a known model name); the chip is then the ViT's input size.
+    #[arg(long, conflicts_with = "encoder")]
+    vit: Option<String>,
+    /// Chip side in pixels (a multiple of 32; default 256, or the ViT's input size).
+    #[arg(long)]
+    chip: Option<u32>,
     #[arg(long, default_value_t = 64)]
     decoder_channels: usize,
     /// 1-based bands to use as R,G,B (default: the raster's colour bands, or band 1 as grey).
@@ -103,8 +108,18 @@ pub struct FinetuneArgs {
 pub fn finetune(a: FinetuneArgs) -> Result<()> {
     let mut opts = FinetuneOptions::new(a.train.clone(), a.out.clone());
     opts.classes = a.classes;
-    opts.encoder = a.encoder.spec(a.train_args.seed);
-    opts.chip = a.chip;
+    match &a.vit {
+        Some(weights) => {
+            let enc =
+                FrozenEncoder::vit(weights, None).with_context(|| format!("loading the ViT {weights}"))?;
+            opts.encoder = FrozenEncoder::vit_spec(weights)?;
+            opts.chip = a.chip.or(enc.input_size()).unwrap_or(opts.chip);
+        }
+        None => {
+            opts.encoder = a.encoder.spec(a.train_args.seed);
+            opts.chip = a.chip.unwrap_or(opts.chip);
+        }
+    }
     opts.decoder_channels = a.decoder_channels;
     opts.bands = a.bands;
     opts.clicks = a.clicks;

@@ -65,11 +65,30 @@ impl VisionTransformer {
     pub fn image_size(&self) -> usize {
         self.cfg.image_size
     }
-}
 
-impl Module for VisionTransformer {
-    /// `pixel_values` [B, 3, S, S] (normalised) -> unnormalised embeddings [B, E].
-    fn forward(&self, pixel_values: &Tensor) -> candle_core::Result<Tensor> {
+    /// Pixels per patch side (the stride of [`Self::patch_tokens`]).
+    pub fn patch_size(&self) -> usize {
+        self.cfg.patch_size
+    }
+
+    /// The token width.
+    pub fn width(&self) -> usize {
+        self.cfg.width
+    }
+
+    /// The patch tokens as a feature map `[B, width, S/P, S/P]`: `ln_post` over the
+    /// transformer's output without the class token, as open_clip's `output_tokens=True` returns
+    /// them. The input of a segmentation decoder.
+    pub fn patch_tokens(&self, pixel_values: &Tensor) -> candle_core::Result<Tensor> {
+        let x = self.encode_tokens(pixel_values)?;
+        let (b, n, w) = x.dims3()?;
+        let g = self.cfg.image_size / self.cfg.patch_size;
+        let tokens = self.ln_post.forward(&x.narrow(1, 1, n - 1)?)?;
+        tokens.reshape((b, g, g, w))?.permute((0, 3, 1, 2))?.contiguous()
+    }
+
+    /// Patch embedding, class token, positions, `ln_pre` and the transformer: `[B, 1 + G², W]`.
+    fn encode_tokens(&self, pixel_values: &Tensor) -> candle_core::Result<Tensor> {
         let (b, c, h, w) = pixel_values.dims4()?;
         let (s, p) = (self.cfg.image_size, self.cfg.patch_size);
         if c != 3 || h != s || w != s {
@@ -90,7 +109,14 @@ impl Module for VisionTransformer {
             .broadcast_as((b, 1, self.cfg.width))?;
         let x = Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.positional_embedding)?;
         let x = self.ln_pre.forward(&x)?;
-        let x = self.transformer.forward(&x, None)?;
+        self.transformer.forward(&x, None)
+    }
+}
+
+impl Module for VisionTransformer {
+    /// `pixel_values` [B, 3, S, S] (normalised) -> unnormalised embeddings [B, E].
+    fn forward(&self, pixel_values: &Tensor) -> candle_core::Result<Tensor> {
+        let x = self.encode_tokens(pixel_values)?;
         let pooled = self.ln_post.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
         pooled.matmul(&self.proj)
     }

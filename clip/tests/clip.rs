@@ -352,3 +352,23 @@ mod hub {
         assert!(err.contains("remoteclip-vit-l-14"), "{err}");
     }
 }
+
+/// The ViT's patch tokens (the segmentation encoder option) equal open_clip's `output_tokens`
+/// (`scripts/make_vit_tokens_fixture.py`).
+#[test]
+fn patch_tokens_match_open_clip() -> Result<()> {
+    let enc = load("tiny-quickgelu.pt", None)?;
+    let reference = load_reference("tiny-quickgelu-reference.safetensors")?;
+    let want = load_reference("tiny-quickgelu-patch-tokens.safetensors")?;
+    let got = enc
+        .model()
+        .vision
+        .patch_tokens(&reference["pixel_values"].to_dtype(DType::F32)?)?;
+    assert_eq!(got.dims(), want["patch_tokens"].dims());
+    let diff = (got - &want["patch_tokens"])?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?;
+    assert!(diff <= 1e-4, "patch tokens differ from open_clip by {diff}");
+    Ok(())
+}

@@ -43,6 +43,10 @@ pub enum EncoderSpec {
     /// The same architecture with random weights drawn from `seed` (He-normal convolutions,
     /// identity BatchNorm): the baseline that measures what pretraining brings.
     RandomLite0 { seed: u64 },
+    /// The patch tokens of a CLIP ViT's image tower (RemoteCLIP, OpenAI CLIP, any open_clip ViT
+    /// checkpoint `nadir_clip` loads), one map at the patch stride; the chip is the ViT's input
+    /// size. `weights` is the file (or a known model name), `sha256` pins it.
+    ClipVit { weights: String, sha256: String },
 }
 
 impl EncoderSpec {
@@ -58,6 +62,7 @@ impl EncoderSpec {
         match self {
             EncoderSpec::EfficientnetLite0 { .. } => "pretrained",
             EncoderSpec::RandomLite0 { .. } => "random",
+            EncoderSpec::ClipVit { .. } => "clip-vit",
         }
     }
 }

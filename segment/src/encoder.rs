@@ -1,5 +1,6 @@
 //! The frozen encoder: EfficientNet-Lite0's feature maps at strides 4, 8, 16 and 32, for chips of
-//! 8-bit RGB, pretrained (ImageNet) or randomly initialised.
+//! 8-bit RGB, pretrained (ImageNet) or randomly initialised; or, as an option, a CLIP ViT's patch
+//! tokens (one map at the patch stride, chips of the ViT's input size).
 //!
 //! It is frozen: its CPU kernels (`nadir_clip::efficientnet`) have no backward pass, and with a
 //! few hundred labels the decoder alone is what can be fitted; the features of a chip are
@@ -10,6 +11,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use image::RgbImage;
 use nadir_clip::efficientnet::{EfficientNetConfig, EfficientNetLite, IMAGENET_MEAN, IMAGENET_STD};
+use nadir_clip::{ClipEncoder, ClipSpec, Encoder};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
@@ -19,13 +21,26 @@ use crate::error::{Error, Result};
 /// The strides of the maps the decoder gets.
 pub const STRIDES: [usize; 4] = [4, 8, 16, 32];
 
-/// A frozen EfficientNet-Lite0 giving [`STRIDES`] feature maps.
+/// The network behind a [`FrozenEncoder`].
+#[derive(Debug)]
+enum Net {
+    Lite(EfficientNetLite),
+    Vit(Box<ClipEncoder>),
+}
+
+/// A frozen encoder giving feature maps, finest first: EfficientNet-Lite0 at [`STRIDES`], or a
+/// ViT's patch tokens.
 #[derive(Debug)]
 pub struct FrozenEncoder {
-    net: EfficientNetLite,
+    net: Net,
     /// Indices into `feature_maps`' output of the maps kept, in [`STRIDES`] order.
     keep: Vec<usize>,
     channels: Vec<usize>,
+    strides: Vec<usize>,
+    mean: [f32; 3],
+    std: [f32; 3],
+    /// The one input size the network takes (a ViT's), if any.
+    input_size: Option<u32>,
     device: Device,
 }
 
@@ -53,8 +68,49 @@ impl FrozenEncoder {
                 );
                 EfficientNetLite::new(vb, &EfficientNetConfig::lite0())?
             }
+            EncoderSpec::ClipVit { weights, sha256 } => return Self::vit(weights, Some(sha256)),
         };
         Self::new(net, device)
+    }
+
+    /// A CLIP ViT's patch tokens; checks the weights' sha256 when `sha256` is given.
+    pub fn vit(weights: &str, sha256: Option<&str>) -> Result<Self> {
+        let enc = ClipEncoder::load(&ClipSpec {
+            model: weights.to_string(),
+            config: None,
+            activation: None,
+        })?;
+        let id = enc.model_id()?;
+        if let Some(want) = sha256.filter(|w| **w != id.sha256) {
+            return Err(Error::Invalid(format!(
+                "the model was trained on ViT weights {weights} with sha256 {want}, the file has {}",
+                id.sha256
+            )));
+        }
+        let vision = &enc.model().vision;
+        let pre = enc.preprocessor();
+        Ok(Self {
+            keep: vec![0],
+            channels: vec![vision.width()],
+            strides: vec![vision.patch_size()],
+            mean: pre.mean,
+            std: pre.std,
+            input_size: Some(vision.image_size() as u32),
+            device: Device::Cpu,
+            net: Net::Vit(Box::new(enc)),
+        })
+    }
+
+    /// The spec that names a ViT encoder: its weights and their sha256.
+    pub fn vit_spec(weights: &str) -> Result<EncoderSpec> {
+        let enc = Self::vit(weights, None)?;
+        let Net::Vit(clip) = &enc.net else {
+            unreachable!("a ViT")
+        };
+        Ok(EncoderSpec::ClipVit {
+            weights: weights.to_string(),
+            sha256: clip.model_id()?.sha256,
+        })
     }
 
     fn new(net: EfficientNetLite, device: Device) -> Result<Self> {
@@ -70,11 +126,25 @@ impl FrozenEncoder {
         }
         let channels = keep.iter().map(|&i| info[i].channels).collect();
         Ok(Self {
-            net,
+            net: Net::Lite(net),
             keep,
             channels,
+            strides: STRIDES.to_vec(),
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            input_size: None,
             device,
         })
+    }
+
+    /// The stride of each map.
+    pub fn strides(&self) -> &[usize] {
+        &self.strides
+    }
+
+    /// The one chip size the encoder takes, if it takes only one (a ViT's input size).
+    pub fn input_size(&self) -> Option<u32> {
+        self.input_size
     }
 
     /// Channels of each map, in [`STRIDES`] order (Lite0: 24, 40, 112, 320).
@@ -89,14 +159,19 @@ impl FrozenEncoder {
 
     /// The maps of a batch of equally sized chips: each `[B, C, ceil(H/s), ceil(W/s)]`.
     pub fn features(&self, chips: &[RgbImage]) -> Result<Vec<Tensor>> {
-        let x = pixel_values(chips, &self.device)?;
-        let maps = self.net.feature_maps(&x)?;
-        Ok(self.keep.iter().map(|&i| maps[i].clone()).collect())
+        let x = pixel_values(chips, self.mean, self.std, &self.device)?;
+        match &self.net {
+            Net::Lite(net) => {
+                let maps = net.feature_maps(&x)?;
+                Ok(self.keep.iter().map(|&i| maps[i].clone()).collect())
+            }
+            Net::Vit(enc) => Ok(vec![enc.model().vision.patch_tokens(&x)?]),
+        }
     }
 }
 
-/// ImageNet-normalised `[B, 3, H, W]` values of equally sized chips.
-pub fn pixel_values(chips: &[RgbImage], device: &Device) -> Result<Tensor> {
+/// Normalised `[B, 3, H, W]` values of equally sized chips (`(v / 255 - mean) / std`).
+pub fn pixel_values(chips: &[RgbImage], mean: [f32; 3], std: [f32; 3], device: &Device) -> Result<Tensor> {
     let Some(first) = chips.first() else {
         return Err(Error::Invalid("no chips to encode".into()));
     };
@@ -113,7 +188,7 @@ pub fn pixel_values(chips: &[RgbImage], device: &Device) -> Result<Tensor> {
         let out = &mut data[b * 3 * n..(b + 1) * 3 * n];
         for (i, p) in chip.pixels().enumerate() {
             for c in 0..3 {
-                out[c * n + i] = (f32::from(p.0[c]) / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+                out[c * n + i] = (f32::from(p.0[c]) / 255.0 - mean[c]) / std[c];
             }
         }
     }

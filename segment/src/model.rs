@@ -35,6 +35,7 @@ impl Segmenter {
     pub fn new(config: SegmenterConfig, seed: u64) -> Result<Self> {
         config.validate().map_err(Error::Invalid)?;
         let encoder = FrozenEncoder::load(&config.encoder)?;
+        check_input_size(&config, &encoder)?;
         let varmap = VarMap::new();
         let decoder = build_decoder(&config, &encoder, &varmap)?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -80,6 +81,7 @@ impl Segmenter {
         }
         config.validate().map_err(|m| Error::input(&cfg_path, m))?;
         let encoder = FrozenEncoder::load(&config.encoder)?;
+        check_input_size(&config, &encoder).map_err(|e| Error::input(&cfg_path, e))?;
         let varmap = VarMap::new();
         let decoder = build_decoder(&config, &encoder, &varmap)?;
         let weights = dir.join("decoder.safetensors");
@@ -192,6 +194,17 @@ impl std::fmt::Debug for Segmenter {
             .field("config", &self.config)
             .field("decoder", &self.decoder)
             .finish_non_exhaustive()
+    }
+}
+
+/// A ViT takes one input size: the chip must be it.
+fn check_input_size(config: &SegmenterConfig, encoder: &FrozenEncoder) -> Result<()> {
+    match encoder.input_size() {
+        Some(s) if s != config.chip => Err(Error::Invalid(format!(
+            "the encoder takes {s} px inputs only: the chip must be {s}, not {}",
+            config.chip
+        ))),
+        _ => Ok(()),
     }
 }
 

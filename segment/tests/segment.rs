@@ -202,3 +202,56 @@ fn a_model_folder_round_trips_and_refuses_to_overwrite() {
     let err = Segmenter::load(&dir).unwrap_err().to_string();
     assert!(err.contains("config.json") && err.contains("99"), "{err}");
 }
+
+/// The ViT option: a CLIP ViT's patch tokens (the tiny open_clip fixture) feed the same decoder,
+/// which learns a colour boundary; the chip must be the ViT's input size.
+#[test]
+fn a_vit_encoder_trains_on_its_patch_tokens() {
+    use nadir_segment::dataset::Chip;
+    use nadir_segment::encoder::FrozenEncoder;
+    use nadir_segment::train::{train, TrainOptions};
+    let weights = Path::new(ROOT).join("clip/tests/fixtures/tiny-quickgelu.pt");
+    let spec = FrozenEncoder::vit_spec(weights.to_str().unwrap()).unwrap();
+    let classes = ["red", "blue"]
+        .iter()
+        .map(|n| ClassInfo {
+            name: (*n).into(),
+            color: None,
+        })
+        .collect();
+    let mut cfg = SegmenterConfig::lite0_fpn(classes);
+    cfg.encoder = spec;
+    cfg.decoder_channels = 16;
+    cfg.chip = 128;
+    let err = Segmenter::new(cfg.clone(), 0).unwrap_err().to_string();
+    assert!(err.contains("64 px"), "{err}");
+    cfg.chip = 64;
+    let m = Segmenter::new(cfg, 0).unwrap();
+    let chips: Vec<Chip> = [16u32, 32, 48]
+        .iter()
+        .flat_map(|&split| {
+            let chip = Chip {
+                image: nadir_clip::image::RgbImage::from_fn(64, 64, |x, _| {
+                    nadir_clip::image::Rgb(if x < split { [200, 30, 30] } else { [30, 30, 200] })
+                }),
+                mask: nadir_clip::image::GrayImage::from_fn(64, 64, |x, _| {
+                    nadir_clip::image::Luma([u8::from(x >= split)])
+                }),
+            };
+            (0..8).map(move |v| chip.dihedral(v))
+        })
+        .collect();
+    let opts = TrainOptions {
+        max_epochs: 30,
+        patience: 30,
+        augment: false,
+        learning_rate: 1e-2,
+        ..TrainOptions::default()
+    };
+    let report = train(&m, &chips, &[], &opts).unwrap();
+    assert!(
+        report.val.miou > 0.9,
+        "mIoU {} on the training chips",
+        report.val.miou
+    );
+}
