@@ -24,7 +24,7 @@ pub const STRIDES: [usize; 4] = [4, 8, 16, 32];
 /// The network behind a [`FrozenEncoder`].
 #[derive(Debug)]
 enum Net {
-    Lite(EfficientNetLite),
+    Lite(Box<EfficientNetLite>),
     Vit(Box<ClipEncoder>),
 }
 
@@ -126,7 +126,7 @@ impl FrozenEncoder {
         }
         let channels = keep.iter().map(|&i| info[i].channels).collect();
         Ok(Self {
-            net: Net::Lite(net),
+            net: Net::Lite(Box::new(net)),
             keep,
             channels,
             strides: STRIDES.to_vec(),
