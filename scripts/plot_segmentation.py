@@ -8,6 +8,7 @@ import sys
 from collections import defaultdict
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,13 +27,14 @@ def main(src: str, out: str) -> None:
                 classes[(key, int(row["train_images"]))] = {k: float(v) for k, v in ious.items()}
             else:
                 spacenet.append((key, float(ious.get("building", "nan"))))
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4), dpi=120)
     for name, pts in sorted(curves.items()):
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
     ax.set_xscale("log")
     ticks = sorted({p[0] for pts in curves.values() for p in pts})
     ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("training images (Dubai, ~12 chips of 256 px each)")
     ax.set_ylabel("test mIoU (6 held-out images, 5 classes)")
     ax.set_title("frozen EfficientNet-Lite0 + FPN decoder")
@@ -50,8 +52,10 @@ def main(src: str, out: str) -> None:
     bx.set_ylim(0, 1)
     title = "per class, largest training set"
     if spacenet:
-        title += "\nSpaceNet building IoU: " + ", ".join(f"{k.split(' encoder')[0]}/{k.split(', ')[1]} {v:.2f}" for k, v in spacenet)
-    bx.set_title(title, fontsize=9)
+        title += "\nSpaceNet building IoU: " + ", ".join(
+            f"{k.split(' encoder')[0]} {k.split(', ')[1]} {v:.2f}" for k, v in spacenet
+        )
+    bx.set_title(title, fontsize=8)
     bx.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out)

@@ -10,8 +10,8 @@
 //! ```
 //!
 //! Everything is a matrix product, so that training on a CPU is fast: candle's CPU convolution
-//! backward is slow (a 3x3 `smooth` made an epoch about 5x longer for no measured gain in the
-//! encoder's already wide receptive field), and its `upsample_bilinear2d` has no backward.
+//! backward is slow (a 3x3 `smooth` made training 1.6x slower and scored lower: test mIoU 0.497
+//! against 0.527 on 5 Dubai images, 10 epochs), and its `upsample_bilinear2d` has no backward.
 //! Upsampling is bilinear with PyTorch's `align_corners=False` convention.
 
 use candle_core::{DType, Device, Tensor};

@@ -3,9 +3,9 @@
 //! kernel with a hand-written backward.
 //!
 //! Composed from candle ops it materialises full-resolution logits and their gradients several
-//! times, and was ~80 % of a training step; fused, a pixel with no label costs nothing, which is
-//! what makes click supervision cheap. [`reference_loss`] is the composed version the unit test
-//! holds it to.
+//! times; fused, a training step (8 chips of 256 px, 64-channel decoder, 2 CPU cores) went from
+//! about 400 ms to 250 ms, and a pixel with no label costs nothing (clicks). [`reference_loss`]
+//! is the composed version the unit test holds it to.
 
 use std::sync::Arc;
 
