@@ -246,8 +246,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     if a.clicks > 0 {
         labels.push(Labels::Clicks(a.clicks));
     }
-    println!("| data | encoder | labels | images | chips | labelled px | epochs | train s | test mIoU | test acc | per-class IoU |");
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("{}", eval::MARKDOWN_HEADER);
     let mut rows = Vec::new();
     for set in &sets {
         // SpaceNet is one image: only "all" of it.
@@ -271,35 +270,10 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                     };
                     let r =
                         eval::run(set, &run).with_context(|| format!("{} {enc:?} {lab} {n:?}", set.name))?;
-                    let names: Vec<String> = set.classes.classes.iter().map(|c| c.name.clone()).collect();
-                    let ious: Vec<String> = r
-                        .test_iou
-                        .iter()
-                        .zip(&names)
-                        .map(|(v, n)| format!("{n} {v:.2}"))
-                        .collect();
-                    println!(
-                        "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.3} | {:.3} | {} |",
-                        r.dataset,
-                        r.encoder,
-                        r.labels,
-                        r.train_images,
-                        r.train_chips,
-                        r.labelled_pixels,
-                        r.epochs,
-                        r.train_seconds,
-                        r.test_miou,
-                        r.test_accuracy,
-                        ious.join(", ")
-                    );
+                    println!("{}", r.markdown());
                     rows.push(r);
                     if let Some(p) = &a.csv {
-                        let csv = eval::to_csv(&rows, |name| {
-                            sets.iter()
-                                .find(|s| s.name == name)
-                                .map(|s| s.classes.classes.iter().map(|c| c.name.clone()).collect())
-                                .unwrap_or_default()
-                        });
+                        let csv = eval::to_csv(&rows);
                         std::fs::write(p, csv).with_context(|| format!("writing {}", p.display()))?;
                     }
                 }

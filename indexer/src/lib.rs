@@ -14,7 +14,7 @@ pub mod ann;
 pub mod bench;
 pub mod cells;
 pub mod error;
-mod fsutil;
+pub mod fsutil;
 pub mod import;
 pub mod landcover;
 pub mod manifest;

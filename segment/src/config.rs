@@ -10,6 +10,10 @@ pub const IGNORE: u8 = 255;
 /// The version of the model folder layout this build writes and reads.
 pub const MODEL_FORMAT_VERSION: u32 = 1;
 
+/// A linear map (low, high) -> (0, 255) per R, G, B channel; None where 8-bit values are used as
+/// they are.
+pub type Stretch = [Option<(f64, f64)>; 3];
+
 /// A class the model predicts; its index in [`SegmenterConfig::classes`] is its mask value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassInfo {
@@ -83,7 +87,7 @@ pub struct SegmenterConfig {
     /// The linear map (low, high) -> (0, 255) of each channel for non-8-bit data, fixed at
     /// training time (the median over the training images) so that every scene predicted later
     /// goes through the same map; None per channel: 8-bit values used as they are.
-    pub stretch: [Option<(f64, f64)>; 3],
+    pub stretch: Stretch,
 }
 
 impl SegmenterConfig {

@@ -26,7 +26,7 @@ use nadir_indexer::raster::{RasterOptions, Scene, Window};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::config::{ClassInfo, ClassList, IGNORE};
+use crate::config::{ClassInfo, ClassList, Stretch, IGNORE};
 use crate::error::{Error, Result};
 use crate::grid;
 
@@ -405,12 +405,8 @@ pub fn dihedral<P: image::Pixel + 'static>(
 }
 
 /// Opens an image for the model: `bands` as R, G, B; `stretch` replaces the file's own
-/// percentile stretch where given (non-8-bit data).
-pub fn open_scene(
-    path: &Path,
-    bands: Option<&[usize]>,
-    stretch: Option<[Option<(f64, f64)>; 3]>,
-) -> Result<Scene> {
+/// percentile stretch where given (non-8-bit data), see [`use_stretch`].
+pub fn open_scene(path: &Path, bands: Option<&[usize]>, stretch: Option<Stretch>) -> Result<Scene> {
     let opts = RasterOptions {
         bands: bands.map(<[usize]>::to_vec),
         max_nodata: 1.0,
@@ -418,17 +414,38 @@ pub fn open_scene(
     };
     let mut scene = Scene::open(path, &opts)?;
     if let Some(s) = stretch {
-        let own = scene.stretch();
-        // Only channels the file itself stretches (non-8-bit) take the model's map.
-        // The model's map where it has one, else the file's own (a model trained on 8-bit
-        // images predicting a 16-bit scene).
-        scene.set_stretch(std::array::from_fn(|c| own[c].map(|o| s[c].unwrap_or(o))));
+        use_stretch(&mut scene, s);
     }
     Ok(scene)
 }
 
+/// Puts a model's stretch on a scene: only channels the file itself stretches (non-8-bit) change,
+/// to the model's map where it has one, else they keep the file's own (a model trained on 8-bit
+/// images predicting a 16-bit scene).
+pub fn use_stretch(scene: &mut Scene, stretch: Stretch) {
+    let own = scene.stretch();
+    scene.set_stretch(std::array::from_fn(|c| own[c].map(|o| stretch[c].unwrap_or(o))));
+}
+
+/// Opens a model's training images once: their scenes, already under the stretch the model fixes
+/// ([`median_stretch`] of theirs), and that stretch.
+pub fn open_training<'a>(
+    paths: impl IntoIterator<Item = &'a Path>,
+    bands: Option<&[usize]>,
+) -> Result<(Vec<Scene>, Stretch)> {
+    let mut scenes = paths
+        .into_iter()
+        .map(|p| open_scene(p, bands, None))
+        .collect::<Result<Vec<_>>>()?;
+    let stretch = median_stretch(&scenes);
+    for scene in &mut scenes {
+        use_stretch(scene, stretch);
+    }
+    Ok((scenes, stretch))
+}
+
 /// The stretch a model fixes for its inputs: the median, per channel, of the files' own.
-pub fn median_stretch(scenes: &[Scene]) -> [Option<(f64, f64)>; 3] {
+pub fn median_stretch(scenes: &[Scene]) -> Stretch {
     std::array::from_fn(|c| {
         let mut lo: Vec<f64> = scenes
             .iter()

@@ -15,13 +15,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use nadir_indexer::raster::Window;
+use nadir_indexer::raster::{Scene, Window};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::config::{ClassInfo, ClassList, EncoderSpec, SegmenterConfig, IGNORE};
-use crate::dataset::{self, keep_clicks, median_stretch, open_scene, Chip};
+use crate::dataset::{self, keep_clicks, Chip};
 use crate::error::{Error, Result};
 use crate::metrics::Confusion;
 use crate::model::Segmenter;
@@ -183,6 +183,8 @@ pub struct EvalRow {
     pub test_accuracy: f64,
     /// Per class, NaN where the class is in neither truth nor prediction.
     pub test_iou: Vec<f64>,
+    /// The class names, in `test_iou` order.
+    pub classes: Vec<String>,
     pub val_miou: f64,
 }
 
@@ -196,17 +198,19 @@ pub fn run(set: &EvalSet, run: &EvalRun) -> Result<EvalRow> {
     cfg.encoder = run.encoder.clone();
     cfg.chip = run.chip;
     // The stretch of non-8-bit data: the median over the training images.
-    let scenes = train_items
-        .iter()
-        .map(|i| open_scene(&i.image, None, None))
-        .collect::<Result<Vec<_>>>()?;
-    cfg.stretch = median_stretch(&scenes);
+    let (train_scenes, stretch) =
+        dataset::open_training(train_items.iter().map(|i| i.image.as_path()), None)?;
+    cfg.stretch = stretch;
     let model = Segmenter::new(cfg, run.train.seed)?;
+    let val_items: Vec<&EvalImage> = set.val.iter().collect();
+    let val_scenes = val_items
+        .iter()
+        .map(|i| open_for(&model, &i.image))
+        .collect::<Result<Vec<_>>>()?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(run.train.seed ^ 0x5eed);
-    let mut to_chips = |items: &[&EvalImage]| -> Result<Vec<Chip>> {
+    let mut to_chips = |scenes: Vec<Scene>, items: &[&EvalImage]| -> Result<Vec<Chip>> {
         let mut out = Vec::new();
-        for item in items {
-            let scene = open_for(&model, &item.image)?;
+        for (scene, item) in scenes.into_iter().zip(items) {
             let (w, h) = scene.size();
             let mut mask = item.mask.clone();
             let region = item.region.unwrap_or(Window {
@@ -229,9 +233,8 @@ pub fn run(set: &EvalSet, run: &EvalRun) -> Result<EvalRow> {
         }
         Ok(out)
     };
-    let train_chips = to_chips(train_items)?;
-    let val_items: Vec<&EvalImage> = set.val.iter().collect();
-    let val_chips = to_chips(&val_items)?;
+    let train_chips = to_chips(train_scenes, train_items)?;
+    let val_chips = to_chips(val_scenes, &val_items)?;
     let report = train(&model, &train_chips, &val_chips, &run.train)?;
     let t0 = Instant::now();
     let mut conf = Confusion::new(set.classes.classes.len());
@@ -262,6 +265,7 @@ pub fn run(set: &EvalSet, run: &EvalRun) -> Result<EvalRow> {
         test_miou: conf.miou(),
         test_accuracy: conf.accuracy(),
         test_iou: conf.iou().into_iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
+        classes: set.classes.classes.iter().map(|c| c.name.clone()).collect(),
         val_miou: report.val.miou,
     })
 }
@@ -278,20 +282,47 @@ fn outside_unlabelled(mask: &mut [u8], width: u32, region: Window) {
     }
 }
 
-/// The rows as CSV (per-class IoU columns named after `classes`).
-pub fn to_csv(rows: &[EvalRow], classes_of: impl Fn(&str) -> Vec<String>) -> String {
+impl EvalRow {
+    /// `name{sep}iou` per class, e.g. `building=0.6612`.
+    fn class_ious(&self, sep: &str, digits: usize) -> Vec<String> {
+        self.test_iou
+            .iter()
+            .zip(&self.classes)
+            .map(|(v, n)| format!("{n}{sep}{v:.digits$}"))
+            .collect()
+    }
+
+    /// The row of the Markdown table [`MARKDOWN_HEADER`] heads.
+    pub fn markdown(&self) -> String {
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.3} | {:.3} | {} |",
+            self.dataset,
+            self.encoder,
+            self.labels,
+            self.train_images,
+            self.train_chips,
+            self.labelled_pixels,
+            self.epochs,
+            self.train_seconds,
+            self.test_miou,
+            self.test_accuracy,
+            self.class_ious(" ", 2).join(", ")
+        )
+    }
+}
+
+/// The head of the Markdown table of [`EvalRow::markdown`] rows.
+pub const MARKDOWN_HEADER: &str =
+    "| data | encoder | labels | images | chips | labelled px | epochs | train s \
+     | test mIoU | test acc | per-class IoU |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|";
+
+/// The rows as CSV (per-class IoU as `name=iou` pairs, `;`-separated).
+pub fn to_csv(rows: &[EvalRow]) -> String {
     let mut out = String::from(
         "dataset,encoder,labels,train_images,train_chips,labelled_pixels,epochs,best_epoch,train_seconds,\
          predict_seconds,val_miou,test_miou,test_accuracy,test_iou\n",
     );
     for r in rows {
-        let names = classes_of(&r.dataset);
-        let ious: Vec<String> = r
-            .test_iou
-            .iter()
-            .zip(&names)
-            .map(|(v, n)| format!("{n}={v:.4}"))
-            .collect();
         out.push_str(&format!(
             "{},{},{},{},{},{},{},{},{:.1},{:.1},{:.4},{:.4},{:.4},{}\n",
             r.dataset,
@@ -307,7 +338,7 @@ pub fn to_csv(rows: &[EvalRow], classes_of: impl Fn(&str) -> Vec<String>) -> Str
             r.val_miou,
             r.test_miou,
             r.test_accuracy,
-            ious.join(";")
+            r.class_ious("=", 4).join(";")
         ));
     }
     out

@@ -9,7 +9,9 @@ use rand::SeedableRng;
 use serde_json::json;
 
 use crate::config::{EncoderSpec, SegmenterConfig};
-use crate::dataset::{self, keep_clicks, median_stretch, open_scene, LabelledImage, Split, TrainingSet};
+use nadir_indexer::raster::Scene;
+
+use crate::dataset::{self, keep_clicks, LabelledImage, Split, TrainingSet};
 use crate::error::{Error, Result};
 use crate::model::Segmenter;
 use crate::predict::open_for;
@@ -96,19 +98,21 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<TrainReport> {
     cfg.chip = opts.chip;
     cfg.decoder_channels = opts.decoder_channels;
     cfg.bands = opts.bands.clone();
-    let scenes = train_imgs
-        .iter()
-        .map(|li| open_scene(&li.image, cfg.bands.as_deref(), None))
-        .collect::<Result<Vec<_>>>()?;
-    cfg.stretch = median_stretch(&scenes);
-    drop(scenes);
+    let (train_scenes, stretch) = dataset::open_training(
+        train_imgs.iter().map(|li| li.image.as_path()),
+        cfg.bands.as_deref(),
+    )?;
+    cfg.stretch = stretch;
     let model = Segmenter::new(cfg, opts.train.seed)?;
+    let val_scenes = val_imgs
+        .iter()
+        .map(|li| open_for(&model, &li.image))
+        .collect::<Result<Vec<_>>>()?;
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.train.seed ^ 0xc11c);
-    let mut to_chips = |imgs: &[&LabelledImage]| -> Result<Vec<dataset::Chip>> {
+    let mut to_chips = |scenes: Vec<Scene>, imgs: &[&LabelledImage]| -> Result<Vec<dataset::Chip>> {
         let mut out = Vec::new();
-        for li in imgs {
-            let scene = open_for(&model, &li.image)?;
+        for (scene, li) in scenes.into_iter().zip(imgs) {
             let (w, h, mut mask) = dataset::read_mask(&li.mask, &set.classes)?;
             if (w, h) != scene.size() {
                 return Err(Error::input(
@@ -127,8 +131,8 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<TrainReport> {
         }
         Ok(out)
     };
-    let train_chips = to_chips(&train_imgs)?;
-    let val_chips = to_chips(&val_imgs)?;
+    let train_chips = to_chips(train_scenes, &train_imgs)?;
+    let val_chips = to_chips(val_scenes, &val_imgs)?;
     let report = train(&model, &train_chips, &val_chips, &opts.train)?;
     let names =
         |v: &[&LabelledImage]| -> Vec<String> { v.iter().map(|l| l.image.display().to_string()).collect() };

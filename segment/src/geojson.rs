@@ -56,16 +56,7 @@ pub fn write_polygons(
         fc["nadir:coordinates"] = json!("pixel (x right, y down) of a plain image without georeference");
     }
     let bytes = serde_json::to_vec(&fc).map_err(|e| Error::input(path, e))?;
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, e)
-        })?;
+    nadir_indexer::fsutil::write_atomic(path, &bytes)?;
     Ok(regions.len())
 }
 

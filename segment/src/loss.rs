@@ -185,24 +185,17 @@ mod tests {
             reference.to_scalar::<f32>().unwrap(),
         );
         assert!((a - r).abs() < 1e-5, "fused {a}, reference {r}");
-        let ga: Vec<f32> = fused
-            .backward()
-            .unwrap()
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let gr: Vec<f32> = reference
-            .backward()
-            .unwrap()
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let grad = |loss: &Tensor| -> Vec<f32> {
+            let grads = loss.backward().unwrap();
+            grads
+                .get(x.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let (ga, gr) = (grad(&fused), grad(&reference));
         for (u, v) in ga.iter().zip(&gr) {
             assert!((u - v).abs() < 1e-5, "gradients differ: {u} vs {v}");
         }

@@ -8,7 +8,7 @@
 //!
 //! The encoder's weights are not copied: the pretrained one is named by its sha256 (and loaded
 //! from the models folder), the random baseline by its seed. A folder is written whole under a
-//! temporary name and renamed into place.
+//! temporary name, synced and renamed into place (`nadir_indexer::fsutil::publish_dir`).
 
 use std::path::{Path, PathBuf};
 
@@ -139,16 +139,10 @@ impl Segmenter {
         self.varmap
             .save(&weights)
             .map_err(|e| Error::input(&weights, format!("cannot write: {e}")))?;
-        for name in ["config.json", "report.json", "decoder.safetensors"] {
-            let p = tmp.join(name);
-            std::fs::File::open(&p)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io(&p, e))?;
-        }
         if dir.exists() {
             std::fs::remove_dir(dir).map_err(|e| Error::io(dir, e))?;
         }
-        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
+        Ok(nadir_indexer::fsutil::publish_dir(&tmp, dir)?)
     }
 
     /// The configuration the model was built with.

@@ -2,6 +2,8 @@
 //! colour masks (Dubai, from `../shared/data`) and the committed `classes.json` -> a model folder
 //! -> a class map and polygons of a photo; and the clear errors of bad input.
 
+use std::ffi::OsStr;
+
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
@@ -119,66 +121,62 @@ fn finetune_then_predict_a_photo() -> Result<()> {
     ensure!(n > 0, "no polygons");
 
     // Bad input: a model folder that is not empty, a missing model, a folder without pairs.
-    let out = {
-        let mut cmd = nadir()?;
-        cmd.args(["finetune", "--encoder", "random", "--train"])
-            .arg(&set)
-            .arg("--out")
-            .arg(&model)
-            .arg("--classes")
-            .arg(&classes);
-        cmd.output()?
-    };
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        !out.status.success() && err.contains("not empty") && err.contains("model"),
-        "{err}"
-    );
-    let out = {
-        let mut cmd = nadir()?;
-        cmd.arg("predict")
-            .arg("--model")
-            .arg(tmp.path().join("nope"))
-            .arg(&photo)
-            .arg("--out")
-            .arg(&map);
-        cmd.output()?
-    };
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        !out.status.success() && err.contains("nope") && err.contains("config.json"),
-        "{err}"
-    );
-    let out = {
-        let mut cmd = nadir()?;
-        let empty = tmp.path().join("empty");
-        std::fs::create_dir_all(&empty)?;
-        cmd.arg("finetune")
-            .arg("--train")
-            .arg(&empty)
-            .arg("--out")
-            .arg(tmp.path().join("m2"));
-        cmd.output()?
-    };
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        !out.status.success() && err.contains("no image/mask pairs"),
-        "{err}"
-    );
+    let err = run_failing(&[
+        os("finetune"),
+        os("--encoder"),
+        os("random"),
+        os("--train"),
+        set.as_os_str(),
+        os("--out"),
+        model.as_os_str(),
+        os("--classes"),
+        classes.as_os_str(),
+    ])?;
+    ensure!(err.contains("not empty") && err.contains("model"), "{err}");
+    let nope = tmp.path().join("nope");
+    let err = run_failing(&[
+        os("predict"),
+        os("--model"),
+        nope.as_os_str(),
+        photo.as_os_str(),
+        os("--out"),
+        map.as_os_str(),
+    ])?;
+    ensure!(err.contains("nope") && err.contains("config.json"), "{err}");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty)?;
+    let m2 = tmp.path().join("m2");
+    let err = run_failing(&[
+        os("finetune"),
+        os("--train"),
+        empty.as_os_str(),
+        os("--out"),
+        m2.as_os_str(),
+    ])?;
+    ensure!(err.contains("no image/mask pairs"), "{err}");
     // Colour masks without colours for the classes.
-    let out = {
-        let mut cmd = nadir()?;
-        cmd.arg("finetune")
-            .arg("--train")
-            .arg(&set)
-            .arg("--out")
-            .arg(tmp.path().join("m3"));
-        cmd.output()?
-    };
-    let err = String::from_utf8_lossy(&out.stderr);
+    let m3 = tmp.path().join("m3");
+    let err = run_failing(&[
+        os("finetune"),
+        os("--train"),
+        set.as_os_str(),
+        os("--out"),
+        m3.as_os_str(),
+    ])?;
     ensure!(
-        !out.status.success() && err.contains("image_part_001.png") && err.contains("classes.json"),
+        err.contains("image_part_001.png") && err.contains("classes.json"),
         "{err}"
     );
     Ok(())
+}
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+/// Runs `nadir` with `args`; it must fail. Returns its stderr.
+fn run_failing(args: &[&OsStr]) -> Result<String> {
+    let out = nadir()?.args(args).output()?;
+    ensure!(!out.status.success(), "nadir {args:?} succeeded");
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
 }
