@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""hnswlib on the data set of `nadir bench query --dump DIR`, for comparison with hnsw_rs.
+"""hnswlib on the data set of `nadir bench query --dump DIR`, for comparison with Nadir's own HNSW.
 
 Reads DIR/base.npy, queries.npy, lonlat.npy, bboxes.npy, gt.npy and meta.json (written by the
 Rust benchmark: same vectors, same queries, same bbox filters, its brute-force ground truth), builds
@@ -35,9 +35,8 @@ def rss_bytes():
 
 
 def ef_for(k, share):
-    """The ef nadir's engine uses for a filtered graph walk keeping `share` of the rows."""
-    base = max(2 * k, 64)
-    return int(min(base / min(max(share, 0.05), 1.0), 2048))
+    """The ef nadir's engine uses for a graph walk (the same at every filter `share`)."""
+    return max(2 * k, 64)
 
 
 def recall(found, truth):

@@ -7,7 +7,7 @@
 //!   their checksums, parts, and the derived structures (the commit point, see [`manifest`]);
 //! - `parts/<id>.parquet`: GeoParquet 1.1 patch tables (see [`table`]), `parts/<id>.thumbs`:
 //!   their thumbnail packs (see [`thumbs`]);
-//! - `hnsw-<generation>/`: the hnsw_rs graph (see [`ann`]); `text-<generation>/`: the tantivy
+//! - `hnsw-<generation>/graph.bin`: the HNSW graph (see [`ann`]); `text-<generation>/`: the tantivy
 //!   index of patch metadata (see [`text`]).
 
 pub mod ann;

@@ -12,8 +12,13 @@ use crate::fsutil;
 use crate::raster::RasterOptions;
 use crate::tiling::Tiling;
 
-/// The format this crate writes and reads. A reader refuses any other.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this crate writes. Version 2 replaced version 1's hnsw_rs dump with Nadir's own
+/// graph file ([`crate::ann`]); everything else is unchanged.
+pub const FORMAT_VERSION: u32 = 2;
+/// Older versions this crate still opens: a version 1 manifest loads without its derived
+/// structures, so search falls back to exact scans until the next `nadir index add` rebuilds them
+/// (and saves the manifest as the current version).
+pub const READS_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 /// The name of the manifest file inside an index directory.
 pub const MANIFEST: &str = "manifest.json";
 const FORMAT_NAME: &str = "nadir-index";
@@ -146,13 +151,28 @@ impl Manifest {
         if format != FORMAT_NAME {
             return Err(Error::format(&path, "not a Nadir index manifest"));
         }
-        if version != u64::from(FORMAT_VERSION) {
+        let readable = u32::try_from(version).is_ok_and(|v| READS_VERSIONS.contains(&v));
+        if !readable {
             return Err(Error::format(
                 &path,
-                format!("format version {version}; this build reads version {FORMAT_VERSION}"),
+                format!(
+                    "format version {version}; this build reads versions {} to {FORMAT_VERSION}",
+                    READS_VERSIONS.start()
+                ),
             ));
         }
-        serde_json::from_value(value).map_err(|e| Error::format(&path, format!("malformed manifest: {e}")))
+        let mut manifest: Manifest =
+            serde_json::from_value(value).map_err(|e| Error::format(&path, format!("malformed manifest: {e}")))?;
+        if manifest.version < FORMAT_VERSION {
+            tracing::warn!(
+                manifest = %path.display(),
+                version = manifest.version,
+                "an index of an older format: its graph and text index will be rebuilt by `nadir index add`"
+            );
+            manifest.derived = None;
+            manifest.version = FORMAT_VERSION;
+        }
+        Ok(manifest)
     }
 
     /// Whether `dir` holds a manifest.

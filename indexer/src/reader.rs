@@ -96,7 +96,8 @@ impl Index {
             .collect::<Result<Vec<_>>>()?;
         let (ann, text) = match &manifest.derived {
             Some(d) if manifest.derived_current() => {
-                let ann = d.hnsw.as_ref().map(|h| Ann::load(&dir.join(h))).transpose()?;
+                let (n, dim) = (rows.records.len(), manifest.model.dim);
+                let ann = d.hnsw.as_ref().map(|h| Ann::load(&dir.join(h), n, dim)).transpose()?;
                 (ann, Some(TextIndex::open(&dir.join(&d.text))?))
             }
             _ => {

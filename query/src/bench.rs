@@ -306,18 +306,14 @@ pub fn rss_bytes() -> usize {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn dir_bytes(dir: &Path) -> (u64, u64) {
-    // (graph, data) bytes of an hnsw_rs dump.
-    let mut out = (0, 0);
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let len = e.metadata().map_or(0, |m| m.len());
-        if e.file_name().to_string_lossy().ends_with(".data") {
-            out.1 += len;
-        } else {
-            out.0 += len;
-        }
-    }
-    out
+/// Bytes of the files in `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -688,12 +684,8 @@ fn measure(
             .and_then(|d| d.hnsw.clone())
             .ok_or_else(|| Error::bad("the index has no graph"))?,
     );
-    let (graph_bytes, data_bytes) = dir_bytes(&hnsw_dir);
-    // The graph alone: a second copy, loaded and dropped.
-    let rss1 = rss_bytes();
-    let ann = Ann::load(&hnsw_dir)?;
-    let rss_ann = rss_bytes().saturating_sub(rss1);
-    drop(ann);
+    let graph_bytes = dir_bytes(&hnsw_dir);
+    let graph_memory = index.ann().map_or(0, Ann::memory_bytes);
     let text_time = {
         let t = Instant::now();
         let scratch = dir.join("bench-text.tmp");
@@ -752,15 +744,14 @@ fn measure(
     );
     let _ = writeln!(
         out,
-        "| of which the loaded graph (hnsw_rs, with its own vector copy), per patch | {:.0} B |",
-        per(rss_ann as f64)
+        "| of which the graph's links, per patch | {:.0} B |",
+        per(graph_memory as f64)
     );
     let _ = writeln!(out, "| f32 vector, per patch | {} B |", 4 * o.dim);
     let _ = writeln!(
         out,
-        "| HNSW dump on disk, per patch: graph + data | {:.0} + {:.0} B |",
-        per(graph_bytes as f64),
-        per(data_bytes as f64)
+        "| graph file on disk, per patch | {:.0} B |",
+        per(graph_bytes as f64)
     );
     let _ = out.flush();
 
@@ -945,13 +936,13 @@ fn measure(
     let ann = engine.index().ann().ok_or_else(|| Error::bad("no graph"))?;
     let _ = writeln!(
         out,
-        "\nThe raw graph (hnsw_rs `search`, k={K}, no filter, single thread):\n\n| ef | p50 ms | p99 ms | QPS | recall@10 |\n|---:|---:|---:|---:|---:|"
+        "\nThe raw graph (`Ann::search`, k={K}, no filter, single thread):\n\n| ef | p50 ms | p99 ms | QPS | recall@10 |\n|---:|---:|---:|---:|---:|"
     );
     for &ef in &o.efs {
         let (mut lat, mut rec) = (Vec::with_capacity(o.queries), 0.0);
         for (j, q) in queries.iter().enumerate() {
             let t = Instant::now();
-            let found = ann.search(q, K, ef, None);
+            let found = ann.search(engine.index().vectors(), q, K, ef, None);
             lat.push(t.elapsed());
             let rows: Vec<u32> = found.iter().map(|f| f.0).collect();
             rec += recall(&rows, &truth_all[j]);

@@ -1,11 +1,13 @@
 //! Execution: filtered ANN search, rerank, top-k. With no filter the HNSW graph answers; with a
 //! filter that keeps few rows (their vectors fit in [`EXACT_SCAN_BYTES`]) an exact scan of those
 //! rows is both faster and exact (the shared ANN notes: filtered HNSW costs 30-400 ms where a scan
-//! of 1-10k rows takes under 1 ms); otherwise hnsw_rs's filtered search visits only allowed rows.
+//! of 1-10k rows takes under 1 ms); otherwise the graph walk returns only allowed rows (it still
+//! routes through the others).
 //! Candidates are then rescored exactly, the examples dropped, and the best `k` kept.
 
 use std::collections::HashSet;
 
+use nadir_indexer::ann::dot;
 use nadir_indexer::Index;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -27,15 +29,11 @@ pub enum Strategy {
     HnswFiltered,
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// The ef (search breadth) for `k` results.
-fn ef_for(k: usize, selectivity: f64) -> usize {
-    let base = (2 * k).max(64) as f64;
-    // Filtered graph walks need more breadth as fewer nodes count.
-    (base / selectivity.clamp(0.05, 1.0)).min(2048.0) as usize
+/// The ef (search breadth) for `k` results. It does not grow as a filter narrows: the walk counts
+/// only accepted rows towards `ef` and keeps going until it has that many (rejected rows still
+/// route it), so the same breadth gives the same recall (`nadir bench query`, forced graph walks).
+fn ef_for(k: usize) -> usize {
+    (2 * k).max(64)
 }
 
 /// Runs a plan: (row, score) best first, at most `k`.
@@ -51,11 +49,10 @@ pub fn execute_with(index: &Index, plan: &Plan, exact_scan_bytes: usize) -> (Vec
     let want = plan.k + plan.exclude.len();
     let allowed = plan.candidates.count(n);
     let scan_fits = allowed * index.dim() * 4 <= exact_scan_bytes;
-    // The graph's distance is clamped at 0 (`nadir_indexer::ann::DistDot`), so a query made from
-    // one example patch may meet that patch, whose rounded dot exceeds 1.
+    let vectors = index.vectors();
     let (found, strategy) = match (&plan.candidates, index.ann()) {
         (Candidates::All, Some(ann)) if !scan_fits => (
-            ann.search(&plan.vector, want, ef_for(want, 1.0), None),
+            ann.search(vectors, &plan.vector, want, ef_for(want), None),
             Strategy::Hnsw,
         ),
         (Candidates::Rows(rows), Some(ann)) if !scan_fits => {
@@ -63,10 +60,9 @@ pub fn execute_with(index: &Index, plan: &Plan, exact_scan_bytes: usize) -> (Vec
             for &r in rows {
                 bits[r as usize / 64] |= 1 << (r % 64);
             }
-            let filter = move |id: &usize| bits[*id / 64] >> (*id % 64) & 1 == 1;
-            let ef = ef_for(want, allowed as f64 / n.max(1) as f64);
+            let accept = move |r: u32| bits[r as usize / 64] >> (r % 64) & 1 == 1;
             (
-                ann.search(&plan.vector, want, ef, Some(&filter)),
+                ann.search(vectors, &plan.vector, want, ef_for(want), Some(&accept)),
                 Strategy::HnswFiltered,
             )
         }
@@ -81,9 +77,14 @@ pub fn execute_with(index: &Index, plan: &Plan, exact_scan_bytes: usize) -> (Vec
 
 /// Exact top-`want` over `rows`.
 fn scan(index: &Index, q: &[f32], rows: impl Iterator<Item = u32>, want: usize) -> Vec<(u32, f32)> {
-    let mut heap = std::collections::BinaryHeap::with_capacity(want + 1);
+    let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(OrdF32, u32)>> =
+        std::collections::BinaryHeap::with_capacity(want + 1);
     for r in rows {
         let s = dot(q, index.vector(r));
+        // Most rows lose to the current k-th best: compare before touching the heap.
+        if heap.len() == want && heap.peek().is_some_and(|std::cmp::Reverse((w, _))| s <= w.0) {
+            continue;
+        }
         heap.push(std::cmp::Reverse((OrdF32(s), r)));
         if heap.len() > want {
             heap.pop();

@@ -2,8 +2,8 @@
 //! filters that keep 100 %, 10 %, 1 % and 0.1 % of the rows. The exact-scan threshold is set to
 //! zero so that the graph answers (HNSW, filtered HNSW), and the strategy is checked; with the
 //! default threshold this index is small enough to be scanned exactly. Queries are rows of the
-//! index, so the graph meets the query's own vector, whose dot with itself may round above 1:
-//! hnsw_rs's dot distance panicked on that before `search::execute_with` shortened the query.
+//! index, so the graph meets the query's own vector, whose dot with itself may round above 1 (the
+//! graph's distance is `-dot`, so that is harmless).
 
 use nadir_query::plan::Plan;
 use nadir_query::search::{self, Strategy};
