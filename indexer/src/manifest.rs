@@ -161,8 +161,8 @@ impl Manifest {
                 ),
             ));
         }
-        let mut manifest: Manifest =
-            serde_json::from_value(value).map_err(|e| Error::format(&path, format!("malformed manifest: {e}")))?;
+        let mut manifest: Manifest = serde_json::from_value(value)
+            .map_err(|e| Error::format(&path, format!("malformed manifest: {e}")))?;
         if manifest.version < FORMAT_VERSION {
             tracing::warn!(
                 manifest = %path.display(),

@@ -97,7 +97,11 @@ impl Index {
         let (ann, text) = match &manifest.derived {
             Some(d) if manifest.derived_current() => {
                 let (n, dim) = (rows.records.len(), manifest.model.dim);
-                let ann = d.hnsw.as_ref().map(|h| Ann::load(&dir.join(h), n, dim)).transpose()?;
+                let ann = d
+                    .hnsw
+                    .as_ref()
+                    .map(|h| Ann::load(&dir.join(h), n, dim))
+                    .transpose()?;
                 (ann, Some(TextIndex::open(&dir.join(&d.text))?))
             }
             _ => {

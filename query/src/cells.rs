@@ -1,9 +1,14 @@
 //! The H3 lookup of an index: every georeferenced row keyed by its cell at the finest resolution
-//! all rows share, sorted. The descendants of any coarser cell are one contiguous range of that
-//! order (H3 keeps the parent's digits in the high bits), so a covering cell at any resolution
-//! up to that one finds its rows with two binary searches. Hierarchical descent is not geometric
-//! containment (H3 children overhang their parent by a fraction of a cell), so a covering is first
-//! grown by one ring ([`CellLookup::rows_near`]); exact containment is checked afterwards.
+//! all rows share, sorted, with the row's centroid stored alongside (struct of arrays), so that
+//! exact containment reads sequential memory rather than the rows' records. The descendants of
+//! any coarser cell are one contiguous range of that order (H3 keeps the parent's digits in the
+//! high bits), so a covering cell at any resolution up to that one finds its entries with two
+//! binary searches. Hierarchical descent is not geometric containment (H3 children overhang their
+//! parent by a fraction of a cell), so a covering is first grown by one ring
+//! ([`CellLookup::near`]); the ranges of the grown cells are merged, so each entry comes out once,
+//! and exact containment is checked afterwards.
+
+use std::ops::Range;
 
 use h3o::{CellIndex, Resolution};
 use nadir_indexer::PatchRecord;
@@ -12,7 +17,12 @@ use nadir_indexer::PatchRecord;
 #[derive(Debug, Default)]
 pub struct CellLookup {
     resolution: Option<Resolution>,
-    entries: Vec<(u64, u32)>,
+    /// The finest cell of each entry, sorted.
+    keys: Vec<u64>,
+    /// The row of each entry.
+    rows: Vec<u32>,
+    /// The (lon, lat) centroid of each entry's row; NaN for a row without one.
+    centroids: Vec<(f64, f64)>,
 }
 
 const RES_OFFSET: u32 = 52;
@@ -50,8 +60,18 @@ impl CellLookup {
             .map(|(i, r)| (r.h3[finest], i as u32))
             .collect();
         entries.sort_unstable();
+        let centroids = entries
+            .iter()
+            .map(|&(_, r)| rows[r as usize].centroid.unwrap_or((f64::NAN, f64::NAN)))
+            .collect();
+        let (keys, rows) = entries.into_iter().unzip();
         let resolution = Resolution::try_from(finest as u8).ok();
-        CellLookup { resolution, entries }
+        CellLookup {
+            resolution,
+            keys,
+            rows,
+            centroids,
+        }
     }
 
     /// The finest resolution a covering may use, `None` when no row is georeferenced.
@@ -59,26 +79,57 @@ impl CellLookup {
         self.resolution
     }
 
-    /// Rows whose finest cell descends from `cell` or one of its neighbours: a superset of the
-    /// rows whose centroid lies in `cell`.
-    pub fn rows_near(&self, cells: impl IntoIterator<Item = CellIndex>, out: &mut Vec<u32>) {
-        let grown: std::collections::HashSet<CellIndex> =
-            cells.into_iter().flat_map(|c| c.grid_disk::<Vec<_>>(1)).collect();
-        for c in grown {
-            self.rows_in(c, out);
+    /// The entries whose finest cell descends from one of `cells` or a neighbour of one, as
+    /// sorted, disjoint ranges: a superset of the rows whose centroid lies in `cells`. Cells finer
+    /// than the lookup's resolution find nothing.
+    fn ranges_near(&self, cells: impl IntoIterator<Item = CellIndex>) -> Vec<Range<usize>> {
+        let Some(res) = self.resolution else {
+            return Vec::new();
+        };
+        let mut grown: Vec<CellIndex> = cells
+            .into_iter()
+            .filter(|c| c.resolution() <= res)
+            .flat_map(|c| c.grid_disk::<Vec<_>>(1))
+            .collect();
+        grown.sort_unstable();
+        grown.dedup();
+        let mut ranges: Vec<Range<usize>> = grown
+            .into_iter()
+            .map(|c| {
+                let (lo, hi) = descendant_range(c, res);
+                self.keys.partition_point(|&k| k < lo)..self.keys.partition_point(|&k| k <= hi)
+            })
+            .filter(|r| !r.is_empty())
+            .collect();
+        // Cells of one resolution give ordered, disjoint ranges; mixed resolutions may nest.
+        ranges.sort_unstable_by_key(|r| r.start);
+        let mut merged: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
         }
+        merged
     }
 
-    /// Rows whose finest cell descends from `cell` (a cell at this resolution or coarser).
-    pub fn rows_in(&self, cell: CellIndex, out: &mut Vec<u32>) {
-        let Some(res) = self.resolution else { return };
-        if cell.resolution() > res {
-            return;
+    /// The rows whose finest cell descends from one of `cells` or a neighbour of one, each once,
+    /// as slices of rows with their centroids (NaN without one): a superset of the rows whose
+    /// centroid lies in `cells`.
+    pub fn near(
+        &self,
+        cells: impl IntoIterator<Item = CellIndex>,
+    ) -> impl Iterator<Item = (&[u32], &[(f64, f64)])> {
+        self.ranges_near(cells)
+            .into_iter()
+            .map(|r| (&self.rows[r.clone()], &self.centroids[r]))
+    }
+
+    /// The rows of [`CellLookup::near`], appended to `out`.
+    pub fn rows_near(&self, cells: impl IntoIterator<Item = CellIndex>, out: &mut Vec<u32>) {
+        for r in self.ranges_near(cells) {
+            out.extend_from_slice(&self.rows[r]);
         }
-        let (lo, hi) = descendant_range(cell, res);
-        let start = self.entries.partition_point(|e| e.0 < lo);
-        let end = self.entries.partition_point(|e| e.0 <= hi);
-        out.extend(self.entries[start..end].iter().map(|e| e.1));
     }
 }
 
@@ -101,5 +152,62 @@ mod tests {
             let other = LatLng::new(-14.59, 10.0).unwrap().to_cell(Resolution::Twelve);
             assert!(!(lo..=hi).contains(&u64::from(other)));
         }
+    }
+
+    #[test]
+    fn nearby_rows_come_out_once() {
+        // Entries on a grid of points at resolution 9, around Manila.
+        let res = Resolution::Nine;
+        let mut entries: Vec<(u64, u32)> = (0..60 * 60)
+            .map(|i| {
+                let ll = LatLng::new(
+                    14.5 + f64::from(i / 60) * 0.004,
+                    120.9 + f64::from(i % 60) * 0.004,
+                );
+                (u64::from(ll.unwrap().to_cell(res)), i)
+            })
+            .collect();
+        entries.sort_unstable();
+        let (keys, rows): (Vec<u64>, Vec<u32>) = entries.into_iter().unzip();
+        let lookup = CellLookup {
+            resolution: Some(res),
+            centroids: vec![(0.0, 0.0); keys.len()],
+            keys,
+            rows,
+        };
+        // Overlapping cells of mixed resolutions, a duplicate, and one finer than the lookup's.
+        let at = |r: Resolution| LatLng::new(14.56, 120.99).unwrap().to_cell(r);
+        let cells = [
+            at(Resolution::Six),
+            at(Resolution::Seven),
+            at(Resolution::Eight),
+            at(Resolution::Eight),
+            at(Resolution::Ten),
+        ];
+        let mut got: Vec<u32> = lookup
+            .near(cells)
+            .flat_map(|(rows, _)| rows.iter().copied())
+            .collect();
+        let n = got.len();
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got.len(), n, "a row came out twice");
+        // The same rows as looking up each grown cell on its own.
+        let mut expected = std::collections::BTreeSet::new();
+        for c in cells
+            .iter()
+            .filter(|c| c.resolution() <= res)
+            .flat_map(|c| c.grid_disk::<Vec<_>>(1))
+        {
+            let (lo, hi) = descendant_range(c, res);
+            let (keys, rows) = (&lookup.keys, &lookup.rows);
+            expected.extend(
+                (0..keys.len())
+                    .filter(|&i| (lo..=hi).contains(&keys[i]))
+                    .map(|i| rows[i]),
+            );
+        }
+        assert!(n > 100);
+        assert_eq!(got, expected.into_iter().collect::<Vec<_>>());
     }
 }

@@ -1,12 +1,14 @@
 //! Geofilters: the area a search is restricted to (bbox, GeoJSON polygon or multipolygon with
 //! holes, H3 cells, point plus radius), validated into an [`Area`] that plans its H3 covering and
-//! answers exact containment. A patch is inside when its centroid is: the invariant every result
-//! keeps.
+//! answers exact containment, prepared once per query as a [`Containment`] (an axis-aligned
+//! rectangle is four comparisons, any other polygon is first tested against its bounding
+//! rectangle). A patch is inside when its centroid is: the invariant every result keeps.
 
 use std::collections::HashSet;
 
 use geo::{
-    Contains, Coord, Destination, Distance, Haversine, LineString, MultiPolygon, Point, Polygon, Validation,
+    BoundingRect, Contains, Coord, CoordsIter, Destination, Distance, Haversine, LineString, MultiPolygon,
+    Point, Polygon, Rect, Validation,
 };
 use h3o::geom::{ContainmentMode, TilerBuilder};
 use h3o::{CellIndex, LatLng, Resolution};
@@ -16,8 +18,10 @@ use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
 
-/// Coverings larger than this use a coarser resolution.
-const MAX_COVERING: usize = 20_000;
+/// Coverings estimated larger than this use a coarser resolution. Tiling and growing the
+/// covering cost microseconds per cell, exact containment over the lookup's centroids nanoseconds
+/// per row: a few hundred coarse cells plan fastest (a 10% bbox of a dense 1M-row index: res 5).
+const MAX_COVERING: usize = 500;
 /// Largest accepted radius.
 const MAX_RADIUS_M: f64 = 2_000_000.0;
 
@@ -221,25 +225,101 @@ impl GeoFilter {
     }
 }
 
-impl Area {
+/// One polygon of an area, prepared for containment tests.
+#[derive(Debug)]
+enum Part<'a> {
+    /// A polygon that is exactly an axis-aligned rectangle, without holes.
+    Rect(Rect<f64>),
+    /// Any other polygon, with its bounding rectangle.
+    Polygon(Rect<f64>, &'a Polygon<f64>),
+}
+
+/// The rectangle `p` is, when it is exactly an axis-aligned rectangle without holes: four
+/// distinct corners of its bounding rectangle joined by axis-parallel edges.
+fn as_rect(p: &Polygon<f64>) -> Option<Rect<f64>> {
+    let ring = &p.exterior().0;
+    if !p.interiors().is_empty() || ring.len() != 5 || ring[0] != ring[4] {
+        return None;
+    }
+    let r = p.bounding_rect()?;
+    let (lo, hi) = (r.min(), r.max());
+    let mut corners = 0u8;
+    for c in &ring[..4] {
+        if !((c.x == lo.x || c.x == hi.x) && (c.y == lo.y || c.y == hi.y)) {
+            return None;
+        }
+        corners |= 1 << (2 * u8::from(c.x == hi.x) + u8::from(c.y == hi.y));
+    }
+    let axis_parallel = ring.windows(2).all(|e| (e[0].x == e[1].x) != (e[0].y == e[1].y));
+    (corners == 0b1111 && axis_parallel).then_some(r)
+}
+
+/// Whether (x, y) lies in the closed rectangle `r`.
+fn in_closed(r: &Rect<f64>, x: f64, y: f64) -> bool {
+    r.min().x <= x && x <= r.max().x && r.min().y <= y && y <= r.max().y
+}
+
+/// An [`Area`] prepared for many containment tests ([`Area::containment`]). A point on a
+/// polygon's boundary is outside, as with `geo::Contains`.
+#[derive(Debug)]
+pub struct Containment<'a>(Prepared<'a>);
+
+#[derive(Debug)]
+enum Prepared<'a> {
+    Polygons(Vec<Part<'a>>),
+    Cells(&'a HashSet<CellIndex>, Vec<Resolution>),
+    Circle(Point<f64>, f64),
+}
+
+impl Containment<'_> {
     /// Whether (lon, lat) lies inside.
+    #[inline]
     pub fn contains(&self, lon: f64, lat: f64) -> bool {
-        match self {
-            Area::Polygons(mp) => mp.contains(&Point::new(lon, lat)),
-            Area::Cells(set) => LatLng::new(lat, lon).is_ok_and(|ll| {
-                let mut resolutions: Vec<Resolution> = set.iter().map(|c| c.resolution()).collect();
-                resolutions.sort_unstable();
-                resolutions.dedup();
-                resolutions.into_iter().any(|r| set.contains(&ll.to_cell(r)))
+        match &self.0 {
+            // As `geo::Contains`: a point on the boundary is outside, so a rectangle is open.
+            Prepared::Polygons(parts) => parts.iter().any(|part| match part {
+                Part::Rect(r) => r.min().x < lon && lon < r.max().x && r.min().y < lat && lat < r.max().y,
+                Part::Polygon(bounds, p) => in_closed(bounds, lon, lat) && p.contains(&Point::new(lon, lat)),
             }),
-            Area::Circle { center, radius_m } => {
+            Prepared::Cells(set, resolutions) => LatLng::new(lat, lon)
+                .is_ok_and(|ll| resolutions.iter().any(|&r| set.contains(&ll.to_cell(r)))),
+            Prepared::Circle(center, radius_m) => {
                 Haversine.distance(*center, Point::new(lon, lat)) <= *radius_m
             }
         }
     }
+}
 
-    /// Cells covering the area, at `finest` or coarser so that there are at most ~20k of them,
-    /// or `None` when the area cannot be tiled (then every row is a candidate).
+impl Area {
+    /// Prepares the area for many containment tests.
+    pub fn containment(&self) -> Containment<'_> {
+        Containment(match self {
+            Area::Polygons(mp) => Prepared::Polygons(
+                mp.iter()
+                    .filter_map(|p| match as_rect(p) {
+                        Some(r) => Some(Part::Rect(r)),
+                        // An empty polygon contains nothing.
+                        None => Some(Part::Polygon(p.bounding_rect()?, p)),
+                    })
+                    .collect(),
+            ),
+            Area::Cells(set) => {
+                let mut resolutions: Vec<Resolution> = set.iter().map(|c| c.resolution()).collect();
+                resolutions.sort_unstable();
+                resolutions.dedup();
+                Prepared::Cells(set, resolutions)
+            }
+            Area::Circle { center, radius_m } => Prepared::Circle(*center, *radius_m),
+        })
+    }
+
+    /// Whether (lon, lat) lies inside; [`Area::containment`] for many points.
+    pub fn contains(&self, lon: f64, lat: f64) -> bool {
+        self.containment().contains(lon, lat)
+    }
+
+    /// Cells covering the area, at `finest` or coarser so that there are a few hundred of them
+    /// ([`MAX_COVERING`]), or `None` when the area cannot be tiled (then every row is a candidate).
     pub fn covering(&self, finest: Resolution) -> Option<Vec<CellIndex>> {
         let shape = match self {
             Area::Cells(set) => return Some(set.iter().copied().collect()),
@@ -257,6 +337,9 @@ impl Area {
                 MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])
             }
         };
+        // h3o's size hint counts at least one cell per vertex, plus a margin per polygon: those
+        // come on top of the cap.
+        let allowance = MAX_COVERING + shape.coords_count() + 16 * shape.0.len();
         let mut res = finest;
         loop {
             let mut tiler = TilerBuilder::new(res)
@@ -265,7 +348,7 @@ impl Area {
             for p in &shape.0 {
                 tiler.add(p.clone()).ok()?;
             }
-            if tiler.coverage_size_hint() <= MAX_COVERING || res == Resolution::Zero {
+            if tiler.coverage_size_hint() <= allowance || res == Resolution::Zero {
                 return Some(tiler.into_coverage().collect());
             }
             res = res.pred()?;
@@ -332,5 +415,92 @@ mod tests {
         let h = area(json!({"h3": [cell.to_string()]})).unwrap();
         assert!(h.contains(120.98, 14.59));
         assert!(!h.contains(0.0, 0.0));
+    }
+
+    /// Points on, just inside and just outside every edge and corner of `ring`'s bounding
+    /// rectangle, on its vertices, and around.
+    fn probes(ring: &[[f64; 2]]) -> Vec<(f64, f64)> {
+        let near = |v: f64| [v.next_down(), v, v.next_up(), v - 1e-9, v + 1e-9];
+        let xs: Vec<f64> = ring.iter().flat_map(|p| near(p[0])).collect();
+        let ys: Vec<f64> = ring.iter().flat_map(|p| near(p[1])).collect();
+        let mid = |v: &[f64]| {
+            (v.iter().copied().fold(f64::MAX, f64::min) + v.iter().copied().fold(f64::MIN, f64::max)) / 2.0
+        };
+        let (mx, my) = (mid(&xs), mid(&ys));
+        let mut out = Vec::new();
+        for &x in xs.iter().chain([mx, mx - 50.0, f64::NAN].iter()) {
+            for &y in ys.iter().chain([my, my + 50.0, f64::NAN].iter()) {
+                out.push((x, y));
+            }
+        }
+        out
+    }
+
+    fn polygons(a: &Area) -> &MultiPolygon<f64> {
+        let Area::Polygons(mp) = a else {
+            panic!("not polygons")
+        };
+        mp
+    }
+
+    #[test]
+    fn fast_containment_matches_geo_on_the_boundary() {
+        let rect = |w: f64, s: f64, e: f64, n: f64| vec![[w, s], [e, s], [e, n], [w, n], [w, s]];
+        let (w, s, e, n) = (0.1 + 0.2, 14.5, 121.0, 14.6 + 1e-12);
+        let mut cases = vec![(
+            area(json!({"bbox": [w, s, e, n]})).unwrap(),
+            rect(w, s, e, n),
+            true,
+        )];
+        // The same rectangle as GeoJSON, clockwise from another corner: still four comparisons.
+        let cw = vec![[e, n], [e, s], [w, s], [w, n], [e, n]];
+        cases.push((
+            area(json!({"geojson": {"type": "Polygon", "coordinates": [cw]}})).unwrap(),
+            cw,
+            true,
+        ));
+        // Not rectangles: a triangle, and a rectangle with a hole (bounds precheck, then geo).
+        let tri = vec![[2.0, 2.0], [3.0, 2.0], [2.0, 3.0], [2.0, 2.0]];
+        cases.push((
+            area(json!({"geojson": {"type": "Polygon", "coordinates": [tri]}})).unwrap(),
+            tri,
+            false,
+        ));
+        let (outer, hole) = (rect(0.0, 0.0, 10.0, 10.0), rect(4.0, 4.0, 6.0, 6.0));
+        let holed = json!({"geojson": {"type": "Polygon", "coordinates": [outer, hole]}});
+        let all: Vec<[f64; 2]> = outer.iter().chain(&hole).copied().collect();
+        cases.push((area(holed).unwrap(), all, false));
+        for (a, ring, is_rect) in cases {
+            let mp = polygons(&a);
+            assert_eq!(as_rect(&mp.0[0]).is_some(), is_rect, "{ring:?}");
+            let prepared = a.containment();
+            let mut inside = 0;
+            for (x, y) in probes(&ring) {
+                let expected = mp.contains(&Point::new(x, y));
+                assert_eq!(prepared.contains(x, y), expected, "({x}, {y}) in {ring:?}");
+                inside += usize::from(expected);
+            }
+            assert!(inside > 0, "{ring:?}");
+        }
+        // geo's orientation predicate underflows a subnormal distance from an edge at 0 (it counts
+        // (-5e-324, 0.5) inside the triangle); bounds and rectangles compare exactly.
+        let tri0 = vec![[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]];
+        for shape in [rect(0.0, 0.0, 1.0, 1.0), tri0] {
+            let a = area(json!({"geojson": {"type": "Polygon", "coordinates": [shape]}})).unwrap();
+            assert!(!a.contains(-5e-324, 0.5) && !a.contains(0.5, -5e-324));
+        }
+        let unit = area(json!({"bbox": [0.0, 0.0, 1.0, 1.0]})).unwrap();
+        assert!(unit.contains(5e-324, 0.5) && unit.contains(0.5, 5e-324));
+        // Spikes and degenerate rings are not rectangles.
+        let spike = Polygon::new(
+            LineString::from(vec![(0., 0.), (1., 0.), (1., 1.), (1., 0.), (0., 0.)]),
+            vec![],
+        );
+        assert!(as_rect(&spike).is_none());
+        let flat = Polygon::new(
+            LineString::from(vec![(0., 0.), (1., 0.), (0., 0.), (1., 0.), (0., 0.)]),
+            vec![],
+        );
+        assert!(as_rect(&flat).is_none());
     }
 }

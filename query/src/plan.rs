@@ -31,16 +31,25 @@ impl Candidates {
         }
     }
 
+    /// Keeps the rows also in `rows` (any order).
     fn intersect(self, mut rows: Vec<u32>) -> Candidates {
-        rows.sort_unstable();
-        rows.dedup();
-        match self {
-            Candidates::All => Candidates::Rows(rows),
-            Candidates::Rows(mine) => {
-                let keep: HashSet<u32> = rows.into_iter().collect();
-                Candidates::Rows(mine.into_iter().filter(|r| keep.contains(r)).collect())
+        if !rows.is_sorted_by(|a, b| a < b) {
+            rows.sort_unstable();
+            rows.dedup();
+        }
+        let Candidates::Rows(mine) = self else {
+            return Candidates::Rows(rows);
+        };
+        // Both sorted: merge.
+        let mut both = Vec::with_capacity(mine.len().min(rows.len()));
+        let mut theirs = rows.into_iter().peekable();
+        for r in mine {
+            while theirs.next_if(|&t| t < r).is_some() {}
+            if theirs.next_if_eq(&r).is_some() {
+                both.push(r);
             }
         }
+        Candidates::Rows(both)
     }
 }
 
@@ -125,26 +134,40 @@ pub fn row_at(index: &Index, cells: &CellLookup, lon: f64, lat: f64) -> Option<u
         })
 }
 
-/// The rows whose centroid lies inside `area` (unsorted): the H3 covering, then exact containment.
+/// The rows whose centroid lies inside `area`, sorted: the H3 covering, then exact containment
+/// over the lookup's centroids.
 pub fn rows_in_area(index: &Index, cells: &CellLookup, area: &Area) -> Vec<u32> {
-    let mut rows = Vec::new();
-    match cells
+    let inside = area.containment();
+    let covering = cells
         .resolution()
-        .and_then(|res| Some((res, area.covering(res)?)))
-    {
-        // Rows are keyed at `res`: a finer cell (an H3 filter's) looks in its ancestor there.
-        Some((res, covering)) => cells.rows_near(
-            covering.into_iter().map(|c| c.parent(res).unwrap_or(c)),
-            &mut rows,
-        ),
-        None => rows.extend(0..index.len() as u32),
+        .and_then(|res| Some((res, area.covering(res)?)));
+    let Some((res, covering)) = covering else {
+        return (0..index.len() as u32)
+            .filter(|&r| {
+                index
+                    .record(r)
+                    .centroid
+                    .is_some_and(|(lon, lat)| inside.contains(lon, lat))
+            })
+            .collect();
+    };
+    // Rows are keyed at `res`: a finer cell (an H3 filter's) looks in its ancestor there. The
+    // lookup yields each row once, in cell order; a bitmap puts them in row order.
+    let mut bits = vec![0u64; index.len().div_ceil(64)];
+    let near = cells.near(covering.into_iter().map(|c| c.parent(res).unwrap_or(c)));
+    for (rows, centroids) in near {
+        for (&r, &(lon, lat)) in rows.iter().zip(centroids) {
+            bits[r as usize / 64] |= u64::from(inside.contains(lon, lat)) << (r % 64);
+        }
     }
-    rows.retain(|&r| {
-        index
-            .record(r)
-            .centroid
-            .is_some_and(|(lon, lat)| area.contains(lon, lat))
-    });
+    let mut rows = Vec::with_capacity(bits.iter().map(|w| w.count_ones() as usize).sum());
+    for (i, &word) in bits.iter().enumerate() {
+        let mut w = word;
+        while w != 0 {
+            rows.push(i as u32 * 64 + w.trailing_zeros());
+            w &= w - 1;
+        }
+    }
     rows
 }
 
@@ -281,5 +304,14 @@ mod tests {
         let e = 1.0 / 3f32.sqrt();
         assert!(q.iter().all(|x| (x - e).abs() < 1e-6), "{q:?}");
         assert!(combine(Some(&t), &[], &n, 1.0, 3).is_err());
+    }
+
+    #[test]
+    fn candidates_intersect_as_sets() {
+        let c = Candidates::All.intersect(vec![9, 3, 3, 7, 1]);
+        assert_eq!(c, Candidates::Rows(vec![1, 3, 7, 9]));
+        let c = c.intersect(vec![0, 1, 2, 3, 8, 9, 10]);
+        assert_eq!(c, Candidates::Rows(vec![1, 3, 9]));
+        assert_eq!(c.intersect(vec![9, 2, 9]), Candidates::Rows(vec![9]));
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use nadir_indexer::ann::dot;
+use nadir_indexer::ann::{dot, dot_rows};
 use nadir_indexer::Index;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -75,19 +75,27 @@ pub fn execute_with(index: &Index, plan: &Plan, exact_scan_bytes: usize) -> (Vec
     (rerank(index, plan, found), strategy)
 }
 
-/// Exact top-`want` over `rows`.
+/// Exact top-`want` over `rows`, scored in batches (one SIMD dispatch and the rows' cache lines
+/// requested up front per batch: allowed rows are scattered over the index).
 fn scan(index: &Index, q: &[f32], rows: impl Iterator<Item = u32>, want: usize) -> Vec<(u32, f32)> {
+    const BATCH: usize = 256;
     let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(OrdF32, u32)>> =
         std::collections::BinaryHeap::with_capacity(want + 1);
-    for r in rows {
-        let s = dot(q, index.vector(r));
-        // Most rows lose to the current k-th best: compare before touching the heap.
-        if heap.len() == want && heap.peek().is_some_and(|std::cmp::Reverse((w, _))| s <= w.0) {
-            continue;
-        }
-        heap.push(std::cmp::Reverse((OrdF32(s), r)));
-        if heap.len() > want {
-            heap.pop();
+    let (mut batch, mut scores) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
+    let mut rows = rows.peekable();
+    while rows.peek().is_some() {
+        batch.clear();
+        batch.extend(rows.by_ref().take(BATCH));
+        dot_rows(q, index.vectors(), &batch, &mut scores);
+        for (&r, &s) in batch.iter().zip(&scores) {
+            // Most rows lose to the current k-th best: compare before touching the heap.
+            if heap.len() == want && heap.peek().is_some_and(|std::cmp::Reverse((w, _))| s <= w.0) {
+                continue;
+            }
+            heap.push(std::cmp::Reverse((OrdF32(s), r)));
+            if heap.len() > want {
+                heap.pop();
+            }
         }
     }
     heap.into_iter()

@@ -83,7 +83,9 @@ impl Builder<'_> {
     /// Links `node` to `chosen` at `level`, and each of them back to it.
     fn connect(&self, node: u32, level: u8, chosen: &[u32]) {
         {
-            let _g = self.locks[node as usize].lock().unwrap_or_else(|e| e.into_inner());
+            let _g = self.locks[node as usize]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             self.graph.set_neighbours(node, level, chosen);
         }
         let cap = self.graph.capacity(level);
@@ -126,7 +128,9 @@ impl Builder<'_> {
         }
         let mut entries = vec![at];
         for l in (0..=level.min(top)).rev() {
-            let found = self.graph.search_level(self.vectors, q, &entries, self.ef, l, None, s);
+            let found = self
+                .graph
+                .search_level(self.vectors, q, &entries, self.ef, l, None, s);
             let chosen = self.select(&found, self.graph.capacity(l));
             self.connect(node, l, &chosen);
             entries = found;
@@ -169,7 +173,7 @@ pub fn build(vectors: &[f32], dim: usize, params: &BuildParams, progress: &(dyn 
                         break;
                     }
                     b.insert(i as u32, &mut s);
-                    if i % 1024 == 0 {
+                    if i.is_multiple_of(1024) {
                         progress(i);
                     }
                 }

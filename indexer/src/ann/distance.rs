@@ -33,6 +33,50 @@ impl WithSimd for Dot<'_> {
     }
 }
 
+/// Dot products of one query with many rows, under one dispatch.
+struct DotRows<'a> {
+    q: &'a [f32],
+    vectors: &'a [f32],
+    rows: &'a [u32],
+    out: &'a mut Vec<f32>,
+}
+
+impl WithSimd for DotRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let d = self.q.len();
+        self.out.clear();
+        // Ask for every row's first cache lines before computing any: the walk is bound by memory
+        // latency, and the rows are scattered.
+        for &r in self.rows {
+            prefetch(&self.vectors[r as usize * d..(r as usize + 1) * d]);
+        }
+        for &r in self.rows {
+            let v = &self.vectors[r as usize * d..(r as usize + 1) * d];
+            self.out.push(Dot(self.q, v).with_simd(simd));
+        }
+    }
+}
+
+/// Hints the CPU to fetch the first two cache lines of `v`; the hardware prefetcher streams the
+/// rest.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub(super) fn prefetch<T>(v: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in v.chunks((64 / std::mem::size_of::<T>().max(1)).max(1)).take(2) {
+        // SAFETY: a prefetch is only a hint: it reads nothing architecturally and never faults,
+        // and the pointer comes from a live slice anyway. SSE is part of the x86_64 baseline.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
 fn arch() -> Arch {
     static ARCH: OnceLock<Arch> = OnceLock::new();
     *ARCH.get_or_init(Arch::new)
@@ -43,6 +87,17 @@ fn arch() -> Arch {
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     arch().dispatch(Dot(a, b))
+}
+
+/// `q . row` for each of `rows` of the row-major `vectors` (rows of `q.len()`), into `out`: one
+/// dispatch for the batch, the graph walk's inner loop.
+pub fn dot_rows(q: &[f32], vectors: &[f32], rows: &[u32], out: &mut Vec<f32>) {
+    arch().dispatch(DotRows {
+        q,
+        vectors,
+        rows,
+        out,
+    });
 }
 
 #[cfg(test)]
@@ -56,7 +111,14 @@ mod tests {
             let b: Vec<f32> = (0..n).map(|i| ((i * 53 % 89) as f32 - 44.0) / 44.0).collect();
             let want: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
             let got = dot(&a, &b);
-            assert!((f64::from(got) - want).abs() < 1e-4 * (1.0 + want.abs()), "n {n}: {got} vs {want}");
+            assert!(
+                (f64::from(got) - want).abs() < 1e-4 * (1.0 + want.abs()),
+                "n {n}: {got} vs {want}"
+            );
+            let mut out = Vec::new();
+            let rows = [a.clone(), b.clone()].concat();
+            dot_rows(&a, &rows, &[1, 0, 1], &mut out);
+            assert_eq!(out, vec![got, dot(&a, &a), got]);
         }
     }
 }

@@ -50,11 +50,17 @@ pub fn write(graph: &Graph, path: &Path) -> Result<()> {
     put(&mut w, &levels)?;
     let words = |xs: &mut dyn Iterator<Item = u32>| -> Vec<u8> { xs.flat_map(u32::to_le_bytes).collect() };
     for chunk in graph.links0.chunks(1 << 16) {
-        put(&mut w, &words(&mut chunk.iter().map(|a| a.load(Ordering::Relaxed))))?;
+        put(
+            &mut w,
+            &words(&mut chunk.iter().map(|a| a.load(Ordering::Relaxed))),
+        )?;
     }
     put(&mut w, &words(&mut graph.upper_at.iter().copied()))?;
     for chunk in graph.upper.chunks(1 << 16) {
-        put(&mut w, &words(&mut chunk.iter().map(|a| a.load(Ordering::Relaxed))))?;
+        put(
+            &mut w,
+            &words(&mut chunk.iter().map(|a| a.load(Ordering::Relaxed))),
+        )?;
     }
     let file = w.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
     file.sync_all().map_err(io)
@@ -71,7 +77,9 @@ pub fn read(path: &Path, n: usize, dim: usize) -> Result<Graph> {
     let (version, file_dim, file_n, m, entry, top) = (word(0), word(1), word(2), word(3), word(4), word(5));
     let upper_len = u64::from_le_bytes(bytes[32..40].try_into().expect("8 bytes")) as usize;
     if version != VERSION {
-        return Err(bad(format!("graph version {version}; this build reads {VERSION}")));
+        return Err(bad(format!(
+            "graph version {version}; this build reads {VERSION}"
+        )));
     }
     if file_dim as usize != dim || file_n as usize != n {
         return Err(bad(format!(
@@ -85,7 +93,10 @@ pub fn read(path: &Path, n: usize, dim: usize) -> Result<Graph> {
     let m0 = 2 * m;
     let want = HEADER + padded(n) + 4 * (n * (1 + m0) + n + upper_len);
     if bytes.len() != want {
-        return Err(bad(format!("{} bytes where the header implies {want}", bytes.len())));
+        return Err(bad(format!(
+            "{} bytes where the header implies {want}",
+            bytes.len()
+        )));
     }
     let levels = bytes[HEADER..HEADER + n].to_vec();
     let mut at = HEADER + padded(n);
@@ -101,7 +112,8 @@ pub fn read(path: &Path, n: usize, dim: usize) -> Result<Graph> {
     let upper_at = take(n);
     let upper = take(upper_len);
     // Every block must be in bounds, every count within its block, every id a node.
-    let check_block = |b: &[u32]| b[0] as usize <= b.len() - 1 && b[1..=b[0] as usize].iter().all(|&x| (x as usize) < n);
+    let check_block =
+        |b: &[u32]| (b[0] as usize) < b.len() && b[1..=b[0] as usize].iter().all(|&x| (x as usize) < n);
     let mut expected_at = 0usize;
     for (i, (&l, &u)) in levels.iter().zip(&upper_at).enumerate() {
         let ok = l <= MAX_LEVEL
@@ -112,7 +124,9 @@ pub fn read(path: &Path, n: usize, dim: usize) -> Result<Graph> {
                 let len = l as usize * (1 + m);
                 let fits = u as usize == expected_at && expected_at + len <= upper_len;
                 expected_at += len;
-                fits && upper[u as usize..u as usize + len].chunks_exact(1 + m).all(check_block)
+                fits && upper[u as usize..u as usize + len]
+                    .chunks_exact(1 + m)
+                    .all(check_block)
             };
         if !ok {
             return Err(bad(format!("corrupt links at node {i}")));

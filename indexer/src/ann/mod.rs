@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 pub use build::BuildParams;
-pub use distance::dot;
+pub use distance::{dot, dot_rows};
 pub use file::GRAPH_FILE;
 pub use graph::Graph;
 
@@ -43,7 +43,9 @@ pub fn build(dir: &Path, vectors: &[f32], dim: usize) -> Result<()> {
     );
     bar.set_message("graph");
     let started = std::time::Instant::now();
-    let graph = build::build(vectors, dim, &BuildParams::default(), &|i| bar.set_position(i as u64));
+    let graph = build::build(vectors, dim, &BuildParams::default(), &|i| {
+        bar.set_position(i as u64)
+    });
     bar.finish_and_clear();
     tracing::info!(rows = n, seconds = started.elapsed().as_secs_f64(), "graph built");
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -90,7 +92,11 @@ impl Ann {
         accept: Option<&dyn Fn(u32) -> bool>,
     ) -> Vec<(u32, f32)> {
         assert_eq!(query.len(), self.graph.dim, "query dimension");
-        assert_eq!(vectors.len(), self.graph.len() * self.graph.dim, "vectors of the graph");
+        assert_eq!(
+            vectors.len(),
+            self.graph.len() * self.graph.dim,
+            "vectors of the graph"
+        );
         let mut s = self
             .scratch
             .lock()
@@ -153,7 +159,10 @@ mod tests {
             for q in queries.chunks_exact(dim) {
                 let truth = brute(&vectors, dim, q, k, *accept);
                 let found = ann.search(&vectors, q, k, 64, if f == 0 { None } else { Some(*accept) });
-                assert!(found.iter().all(|(r, _)| accept(*r)), "filter {f} let a row through");
+                assert!(
+                    found.iter().all(|(r, _)| accept(*r)),
+                    "filter {f} let a row through"
+                );
                 assert!(found.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
                 hit += found.iter().filter(|(r, _)| truth.contains(r)).count();
                 total += truth.len();

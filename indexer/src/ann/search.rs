@@ -8,7 +8,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::distance::dot;
+use super::distance::{dot, dot_rows, prefetch};
 use super::graph::Graph;
 
 /// A distance with a total order.
@@ -62,6 +62,8 @@ pub(super) struct Scratch {
     candidates: BinaryHeap<Reverse<(Dist, u32)>>,
     found: BinaryHeap<(Dist, u32)>,
     links: Vec<u32>,
+    /// Scores of `links`.
+    scores: Vec<f32>,
 }
 
 impl Graph {
@@ -83,8 +85,9 @@ impl Graph {
         loop {
             let mut moved = false;
             self.neighbours(at.0, level, &mut s.links);
-            for &e in &s.links {
-                let d = self.dist(vectors, q, e);
+            dot_rows(q, vectors, &s.links, &mut s.scores);
+            for (&e, &score) in s.links.iter().zip(&s.scores) {
+                let d = -score;
                 if d < at.1 {
                     at = (e, d);
                     moved = true;
@@ -97,6 +100,7 @@ impl Graph {
     }
 
     /// Best-first search of `level` from `entries`: the `ef` closest accepted nodes, closest first.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn search_level(
         &self,
         vectors: &[f32],
@@ -130,12 +134,16 @@ impl Graph {
             if d > bound {
                 break;
             }
+            // The next candidate's links, while this one's neighbours are scored.
+            if let Some(Reverse((_, next))) = s.candidates.peek() {
+                prefetch(self.block(*next, level));
+            }
             self.neighbours(c, level, &mut s.links);
-            for &e in &s.links {
-                if !s.visited.insert(e) {
-                    continue;
-                }
-                let de = self.dist(vectors, q, e);
+            let visited = &mut s.visited;
+            s.links.retain(|&e| visited.insert(e));
+            dot_rows(q, vectors, &s.links, &mut s.scores);
+            for (&e, &score) in s.links.iter().zip(&s.scores) {
+                let de = -score;
                 if de < bound {
                     s.candidates.push(Reverse((Dist(de), e)));
                     if ok(e) {
