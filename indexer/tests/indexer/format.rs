@@ -38,7 +38,10 @@ fn a_version_1_index_opens_without_its_graph_and_upgrades() {
     copy_dir(&frozen_v(1), dir.path());
     let index = Index::open(dir.path()).unwrap();
     assert_rows(&index, &expected(1));
-    assert!(index.ann().is_none() && index.text().is_none(), "the v1 graph is not read");
+    assert!(
+        index.ann().is_none() && index.text().is_none(),
+        "the v1 graph is not read"
+    );
     // Exact scans still answer.
     assert!(index.vector(1).iter().any(|x| *x != 0.0));
     drop(index);
@@ -53,9 +56,15 @@ fn a_version_1_index_opens_without_its_graph_and_upgrades() {
     let index = Index::open(dir.path()).unwrap();
     assert_rows(&index, &expected(1));
     assert!(index.ann().is_some() && index.text().is_some(), "rebuilt");
-    let hits = index.ann().unwrap().search(index.vectors(), index.vector(3), 1, 16, None);
+    let hits = index
+        .ann()
+        .unwrap()
+        .search(index.vectors(), index.vector(3), 1, 16, None);
     assert_eq!(hits[0].0, 3);
-    assert!(!dir.path().join("hnsw-000001/hnsw.hnsw.graph").exists(), "the old dump is collected");
+    assert!(
+        !dir.path().join("hnsw-000001/hnsw.hnsw.graph").exists(),
+        "the old dump is collected"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -75,7 +84,11 @@ fn copy_dir(from: &Path, to: &Path) {
 fn the_frozen_index_opens_unchanged() {
     let raw: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(frozen().join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(raw["version"], serde_json::json!(FORMAT_VERSION), "a frozen index of the current format");
+    assert_eq!(
+        raw["version"],
+        serde_json::json!(FORMAT_VERSION),
+        "a frozen index of the current format"
+    );
     let m = Manifest::load(&frozen()).unwrap();
     assert_eq!(m.version, FORMAT_VERSION);
     let index = Index::open(&frozen()).unwrap();
