@@ -1,8 +1,8 @@
 //! Execution: filtered ANN search, rerank, top-k. With no filter the HNSW graph answers; with a
 //! filter that keeps few rows (their vectors fit in [`EXACT_SCAN_BYTES`]) an exact scan of those
-//! rows is both faster and exact (the shared ANN notes: filtered HNSW costs 30-400 ms where a scan
-//! of 1-10k rows takes under 1 ms); otherwise the graph walk returns only allowed rows (it still
-//! routes through the others).
+//! rows is both faster and exact (`nadir bench query` at 1M rows: a graph walk keeping 1 % of the
+//! rows takes 15 ms, 0.1 % over 100 ms, where scanning those 10k or 1k rows takes 3 ms or 0.4 ms);
+//! otherwise the graph walk returns only allowed rows (it still routes through the others).
 //! Candidates are then rescored exactly, the examples dropped, and the best `k` kept.
 
 use std::collections::HashSet;
