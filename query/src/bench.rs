@@ -14,13 +14,12 @@
 //! raw graph at several ef, and an experiment: a flat int8 scan (per-dimension min/max
 //! calibration) of the top [`RESCORE`] rescored in f32.
 
-use std::collections::BinaryHeap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nadir_clip::{Encoder, ModelId};
-use nadir_indexer::ann::{dot, Ann};
+use nadir_indexer::ann::{dot, Ann, TopK};
 use nadir_indexer::manifest::SceneEntry;
 use nadir_indexer::raster::{RasterOptions, Window};
 use nadir_indexer::writer::SceneRows;
@@ -316,48 +315,6 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Scored(f32, u32);
-impl Eq for Scored {}
-impl PartialOrd for Scored {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scored {
-    // Reversed: the heap's top is the worst kept.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
-    }
-}
-
-/// Keeps the best `k` (score, row).
-#[derive(Debug, Clone)]
-struct TopK {
-    k: usize,
-    heap: BinaryHeap<Scored>,
-}
-
-impl TopK {
-    fn new(k: usize) -> Self {
-        TopK {
-            k,
-            heap: BinaryHeap::with_capacity(k + 1),
-        }
-    }
-    fn push(&mut self, s: f32, r: u32) {
-        if self.heap.len() < self.k {
-            self.heap.push(Scored(s, r));
-        } else if self.heap.peek().is_some_and(|w| s > w.0) {
-            self.heap.pop();
-            self.heap.push(Scored(s, r));
-        }
-    }
-    fn rows(self) -> Vec<u32> {
-        self.heap.into_sorted_vec().into_iter().map(|s| s.1).collect()
-    }
-}
-
 /// Exact top-K of every query over all rows (`allowed` None) or over its own allowed rows.
 fn brute_force(
     vectors: &[f32],
@@ -379,7 +336,7 @@ fn brute_force(
                         None => {
                             for (r, v) in vectors.chunks_exact(dim).enumerate() {
                                 for (i, top) in tops.iter_mut().enumerate() {
-                                    top.push(dot(&queries[first + i], v), r as u32);
+                                    top.push(r as u32, dot(&queries[first + i], v));
                                 }
                             }
                         }
@@ -387,13 +344,13 @@ fn brute_force(
                             for (i, top) in tops.iter_mut().enumerate() {
                                 for &r in &allowed[first + i] {
                                     let v = &vectors[r as usize * dim..(r as usize + 1) * dim];
-                                    top.push(dot(&queries[first + i], v), r);
+                                    top.push(r, dot(&queries[first + i], v));
                                 }
                             }
                         }
                     }
                     for (slot, top) in block.iter_mut().zip(tops) {
-                        *slot = top.rows();
+                        *slot = top.into_rows();
                     }
                 }
             });
@@ -610,9 +567,9 @@ impl Int8 {
                 .zip(&wq)
                 .map(|(&c, &w)| i32::from(c) * i32::from(w))
                 .sum();
-            top.push(s as f32, r as u32);
+            top.push(r as u32, s as f32);
         }
-        top.rows()
+        top.into_rows()
     }
 }
 
@@ -983,9 +940,9 @@ fn int8_experiment(
         let cand = q8.scan(q, RESCORE);
         let mut top = TopK::new(K);
         for &r in &cand {
-            top.push(dot(q, index.vector(r)), r);
+            top.push(r, dot(q, index.vector(r)));
         }
-        let found = top.rows();
+        let found = top.into_rows();
         lat.push(t.elapsed());
         rec_raw += recall(&cand[..K.min(cand.len())], &truth[j]);
         rec += recall(&found, &truth[j]);

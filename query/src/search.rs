@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use nadir_indexer::ann::{dot, dot_rows};
+use nadir_indexer::ann::{dot, dot_rows, TopK};
 use nadir_indexer::Index;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -79,8 +79,7 @@ pub fn execute_with(index: &Index, plan: &Plan, exact_scan_bytes: usize) -> (Vec
 /// requested up front per batch: allowed rows are scattered over the index).
 fn scan(index: &Index, q: &[f32], rows: impl Iterator<Item = u32>, want: usize) -> Vec<(u32, f32)> {
     const BATCH: usize = 256;
-    let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(OrdF32, u32)>> =
-        std::collections::BinaryHeap::with_capacity(want + 1);
+    let mut top = TopK::new(want);
     let (mut batch, mut scores) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
     let mut rows = rows.peekable();
     while rows.peek().is_some() {
@@ -88,33 +87,10 @@ fn scan(index: &Index, q: &[f32], rows: impl Iterator<Item = u32>, want: usize) 
         batch.extend(rows.by_ref().take(BATCH));
         dot_rows(q, index.vectors(), &batch, &mut scores);
         for (&r, &s) in batch.iter().zip(&scores) {
-            // Most rows lose to the current k-th best: compare before touching the heap.
-            if heap.len() == want && heap.peek().is_some_and(|std::cmp::Reverse((w, _))| s <= w.0) {
-                continue;
-            }
-            heap.push(std::cmp::Reverse((OrdF32(s), r)));
-            if heap.len() > want {
-                heap.pop();
-            }
+            top.push(r, s);
         }
     }
-    heap.into_iter()
-        .map(|std::cmp::Reverse((s, r))| (r, s.0))
-        .collect()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct OrdF32(f32);
-impl Eq for OrdF32 {}
-impl PartialOrd for OrdF32 {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for OrdF32 {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
+    top.into_sorted()
 }
 
 /// Exact scores, examples and low scores dropped, best first, `k` kept.

@@ -14,6 +14,7 @@ mod distance;
 mod file;
 mod graph;
 mod search;
+mod topk;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -22,6 +23,7 @@ pub use build::BuildParams;
 pub use distance::{dot, dot_rows};
 pub use file::GRAPH_FILE;
 pub use graph::Graph;
+pub use topk::{OrdF32, TopK};
 
 use crate::error::{Error, Result};
 use search::Scratch;

@@ -10,21 +10,7 @@ use std::collections::BinaryHeap;
 
 use super::distance::{dot, dot_rows, prefetch};
 use super::graph::Graph;
-
-/// A distance with a total order.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Dist(pub f32);
-impl Eq for Dist {}
-impl PartialOrd for Dist {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Dist {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
+use super::topk::OrdF32 as Dist;
 
 /// Nodes seen by the current walk: a stamp per node, so clearing is a counter increment.
 #[derive(Debug, Default)]
