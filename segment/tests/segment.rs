@@ -10,15 +10,19 @@ use nadir_segment::{grid, ClassInfo, EncoderSpec, Segmenter, SegmenterConfig, IG
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
-fn model(chip: u32) -> Segmenter {
-    let classes = ["a", "b", "c"]
+/// Classes with these names and no colours.
+fn classes(names: &[&str]) -> Vec<ClassInfo> {
+    names
         .iter()
         .map(|n| ClassInfo {
             name: (*n).into(),
             color: None,
         })
-        .collect();
-    let mut cfg = SegmenterConfig::lite0_fpn(classes);
+        .collect()
+}
+
+fn model(chip: u32) -> Segmenter {
+    let mut cfg = SegmenterConfig::lite0_fpn(classes(&["a", "b", "c"]));
     cfg.encoder = EncoderSpec::RandomLite0 { seed: 3 };
     cfg.chip = chip;
     cfg.decoder_channels = 16;
@@ -212,14 +216,7 @@ fn a_vit_encoder_trains_on_its_patch_tokens() {
     use nadir_segment::train::{train, TrainOptions};
     let weights = Path::new(ROOT).join("clip/tests/fixtures/tiny-quickgelu.pt");
     let spec = FrozenEncoder::vit_spec(weights.to_str().unwrap()).unwrap();
-    let classes = ["red", "blue"]
-        .iter()
-        .map(|n| ClassInfo {
-            name: (*n).into(),
-            color: None,
-        })
-        .collect();
-    let mut cfg = SegmenterConfig::lite0_fpn(classes);
+    let mut cfg = SegmenterConfig::lite0_fpn(classes(&["red", "blue"]));
     cfg.encoder = spec;
     cfg.decoder_channels = 16;
     cfg.chip = 128;
