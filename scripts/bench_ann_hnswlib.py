@@ -14,7 +14,11 @@ filter, so they run on a subset of the queries.
 
     pip install hnswlib numpy
     nadir bench query --n 100000 --dump /tmp/nadir-ann
-    python3 scripts/bench_ann_hnswlib.py /tmp/nadir-ann
+    python3 scripts/bench_ann_hnswlib.py /tmp/nadir-ann [--save /tmp/h.bin | --load /tmp/h.bin]
+
+hnswlib allocates with malloc, which gets no transparent huge pages where the kernel's THP mode is
+`madvise` (Nadir's embeddings ask for them). `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` makes glibc
+ask too, for a like-for-like comparison; the "huge pages" row shows what the process got.
 """
 
 import argparse
@@ -31,6 +35,17 @@ def rss_bytes():
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
+    return 0
+
+
+def huge_page_bytes():
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("AnonHugePages:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return 0
 
 
@@ -73,6 +88,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="build threads")
     ap.add_argument("--filtered-queries", type=int, default=200, help="queries per filter")
     ap.add_argument("--save", help="save the index here (its size is reported)")
+    ap.add_argument("--load", help="load an index saved with --save instead of building one")
     a = ap.parse_args()
 
     meta = json.load(open(os.path.join(a.dump, "meta.json")))
@@ -86,12 +102,15 @@ def main():
 
     rss0 = rss_bytes()
     index = hnswlib.Index(space="ip", dim=dim)
-    index.init_index(max_elements=n, M=a.m, ef_construction=a.ef_construction, random_seed=100)
-    index.set_num_threads(a.threads)
     t = time.perf_counter()
-    chunk = 100_000
-    for start in range(0, n, chunk):
-        index.add_items(np.ascontiguousarray(base[start : start + chunk]), np.arange(start, min(start + chunk, n)))
+    if a.load:
+        index.load_index(a.load, max_elements=n)
+    else:
+        index.init_index(max_elements=n, M=a.m, ef_construction=a.ef_construction, random_seed=100)
+        index.set_num_threads(a.threads)
+        chunk = 100_000
+        for start in range(0, n, chunk):
+            index.add_items(np.ascontiguousarray(base[start : start + chunk]), np.arange(start, min(start + chunk, n)))
     build = time.perf_counter() - t
     rss = rss_bytes() - rss0
     index.set_num_threads(1)
@@ -102,8 +121,9 @@ def main():
           f"queries={len(queries)}, k={k}, M={a.m}, ef_construction={a.ef_construction}, "
           f"{a.threads} build threads, load {load}\n")
     print("| build and memory | value |\n|---|---:|")
-    print(f"| HNSW build | {build:.1f} s |")
+    print(f"| {'load of a saved index' if a.load else 'HNSW build'} | {build:.1f} s |")
     print(f"| RSS of the index (vectors + graph), per patch | {rss / n:.0f} B |")
+    print(f"| in transparent huge pages (whole process) | {huge_page_bytes() >> 20} MiB |")
     if a.save:
         index.save_index(a.save)
         print(f"| saved index on disk, per patch | {os.path.getsize(a.save) / n:.0f} B |")

@@ -13,6 +13,7 @@
 pub mod ann;
 pub mod bench;
 pub mod cells;
+pub mod embeddings;
 pub mod error;
 pub mod fsutil;
 pub mod import;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::ann::Ann;
+use crate::embeddings::Embeddings;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, ModelInfo, SceneEntry};
 use crate::table::{self, PatchId, PatchRecord};
@@ -18,7 +19,7 @@ use crate::thumbs::Pack;
 pub struct Rows {
     pub records: Vec<PatchRecord>,
     /// Row-major embeddings, `dim` per row.
-    pub vectors: Vec<f32>,
+    pub vectors: Embeddings,
     /// The part each row comes from (index into the manifest's parts).
     pub part_of: Vec<u32>,
 }
@@ -27,7 +28,12 @@ impl Rows {
     /// Reads every part the manifest names, in order.
     pub fn read(dir: &Path, manifest: &Manifest) -> Result<Self> {
         let dim = manifest.model.dim;
-        let mut rows = Rows::default();
+        let total: usize = manifest.parts.iter().map(|p| p.rows).sum();
+        let mut rows = Rows {
+            vectors: Embeddings::zeroed(total * dim).map_err(|e| Error::io(dir, e))?,
+            ..Rows::default()
+        };
+        let mut at = 0;
         for (i, part) in manifest.parts.iter().enumerate() {
             let path = dir.join(part.table_file());
             let (records, vectors) = table::read_part(&path, dim)?;
@@ -39,7 +45,8 @@ impl Rows {
             }
             rows.part_of.extend(std::iter::repeat_n(i as u32, records.len()));
             rows.records.extend(records);
-            rows.vectors.extend(vectors);
+            rows.vectors[at..at + vectors.len()].copy_from_slice(&vectors);
+            at += vectors.len();
         }
         Ok(rows)
     }

@@ -10,6 +10,7 @@
 
 use std::ops::Range;
 
+use geo::{Coord, Rect};
 use h3o::{CellIndex, Resolution};
 use nadir_indexer::PatchRecord;
 
@@ -23,6 +24,8 @@ pub struct CellLookup {
     rows: Vec<u32>,
     /// The (lon, lat) centroid of each entry's row; NaN for a row without one.
     centroids: Vec<(f64, f64)>,
+    /// The bounding rectangle of the centroids, when every row of the index has one.
+    extent: Option<Rect<f64>>,
 }
 
 const RES_OFFSET: u32 = 52;
@@ -64,14 +67,27 @@ impl CellLookup {
             .iter()
             .map(|&(_, r)| rows[r as usize].centroid.unwrap_or((f64::NAN, f64::NAN)))
             .collect();
-        let (keys, rows) = entries.into_iter().unzip();
+        let (keys, entry_rows): (Vec<u64>, Vec<u32>) = entries.into_iter().unzip();
+        // Rows without a cell are never found by an area, so no area holds every row then.
+        let extent = if entry_rows.len() == rows.len() {
+            extent(rows)
+        } else {
+            None
+        };
         let resolution = Resolution::try_from(finest as u8).ok();
         CellLookup {
             resolution,
             keys,
-            rows,
+            rows: entry_rows,
+            extent,
             centroids,
         }
+    }
+
+    /// The bounding rectangle of every row's centroid, `None` when a row has none: an area that
+    /// holds it holds every row.
+    pub fn extent(&self) -> Option<Rect<f64>> {
+        self.extent
     }
 
     /// The finest resolution a covering may use, `None` when no row is georeferenced.
@@ -82,7 +98,7 @@ impl CellLookup {
     /// The entries whose finest cell descends from one of `cells` or a neighbour of one, as
     /// sorted, disjoint ranges: a superset of the rows whose centroid lies in `cells`. Cells finer
     /// than the lookup's resolution find nothing.
-    fn ranges_near(&self, cells: impl IntoIterator<Item = CellIndex>) -> Vec<Range<usize>> {
+    pub(crate) fn ranges_near(&self, cells: impl IntoIterator<Item = CellIndex>) -> Vec<Range<usize>> {
         let Some(res) = self.resolution else {
             return Vec::new();
         };
@@ -125,12 +141,67 @@ impl CellLookup {
             .map(|r| (&self.rows[r.clone()], &self.centroids[r]))
     }
 
+    /// The rows and centroids of a range of entries ([`CellLookup::ranges_near`]).
+    pub(crate) fn entries(&self, r: Range<usize>) -> (&[u32], &[(f64, f64)]) {
+        (&self.rows[r.clone()], &self.centroids[r])
+    }
+
+    /// About how many entries of `ranges` have a centroid that `inside` accepts: `samples`
+    /// entries spread evenly over them are tested (all of them when there are no more).
+    pub(crate) fn estimate(
+        &self,
+        ranges: &[Range<usize>],
+        inside: impl Fn(f64, f64) -> bool,
+        samples: usize,
+    ) -> usize {
+        let total: usize = ranges.iter().map(Range::len).sum();
+        let test = |i: usize| usize::from(inside(self.centroids[i].0, self.centroids[i].1));
+        if total <= samples {
+            return ranges.iter().flat_map(Range::clone).map(test).sum();
+        }
+        let stride = total as f64 / samples as f64;
+        let (mut hits, mut range, mut before) = (0, 0, 0);
+        for i in 0..samples {
+            let at = ((i as f64 + 0.5) * stride) as usize;
+            while at >= before + ranges[range].len() {
+                before += ranges[range].len();
+                range += 1;
+            }
+            hits += test(ranges[range].start + at - before);
+        }
+        (hits as f64 * stride).round() as usize
+    }
+
     /// The rows of [`CellLookup::near`], appended to `out`.
     pub fn rows_near(&self, cells: impl IntoIterator<Item = CellIndex>, out: &mut Vec<u32>) {
         for r in self.ranges_near(cells) {
             out.extend_from_slice(&self.rows[r]);
         }
     }
+}
+
+/// The bounding rectangle of the rows' centroids, when every row has one.
+fn extent(rows: &[PatchRecord]) -> Option<Rect<f64>> {
+    let mut lo = Coord {
+        x: f64::INFINITY,
+        y: f64::INFINITY,
+    };
+    let mut hi = Coord {
+        x: f64::NEG_INFINITY,
+        y: f64::NEG_INFINITY,
+    };
+    for r in rows {
+        let (x, y) = r.centroid.filter(|(x, y)| x.is_finite() && y.is_finite())?;
+        lo = Coord {
+            x: lo.x.min(x),
+            y: lo.y.min(y),
+        };
+        hi = Coord {
+            x: hi.x.max(x),
+            y: hi.y.max(y),
+        };
+    }
+    (!rows.is_empty()).then(|| Rect::new(lo, hi))
 }
 
 #[cfg(test)]
@@ -171,6 +242,7 @@ mod tests {
         let (keys, rows): (Vec<u64>, Vec<u32>) = entries.into_iter().unzip();
         let lookup = CellLookup {
             resolution: Some(res),
+            extent: None,
             centroids: vec![(0.0, 0.0); keys.len()],
             keys,
             rows,
@@ -209,5 +281,35 @@ mod tests {
         }
         assert!(n > 100);
         assert_eq!(got, expected.into_iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn estimates_are_close_and_exact_when_small() {
+        // 10,000 entries in 40 ranges of 250; the centroid's x is the entry's place.
+        let n = 10_000;
+        let lookup = CellLookup {
+            resolution: Some(Resolution::Nine),
+            keys: (0..n as u64).collect(),
+            rows: (0..n as u32).collect(),
+            centroids: (0..n).map(|i| (i as f64, 0.0)).collect(),
+            extent: None,
+        };
+        let ranges: Vec<Range<usize>> = (0..40).map(|i| i * 250..(i + 1) * 250).collect();
+        for cut in [0.0, 100.0, 2_500.0, 7_000.0, 10_000.0] {
+            let inside = |x: f64, _: f64| x < cut;
+            assert_eq!(
+                lookup.estimate(&ranges, inside, n),
+                cut as usize,
+                "exact at {cut}"
+            );
+            let e = lookup.estimate(&ranges, inside, 512) as f64;
+            assert!((e - cut).abs() <= 0.01 * n as f64, "{e} for {cut}");
+        }
+        // Scattered ranges: only their entries count.
+        let odd: Vec<Range<usize>> = (0..40)
+            .filter(|i| i % 2 == 1)
+            .map(|i| i * 250..(i + 1) * 250)
+            .collect();
+        assert_eq!(lookup.estimate(&odd, |_, _| true, 64), 5_000);
     }
 }

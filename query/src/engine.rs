@@ -97,6 +97,11 @@ impl Engine {
         plan::plan(&self.index, &self.cells, self.encoder.as_deref(), req)
     }
 
+    /// [`Engine::plan`], listing an area's rows only up to `list_limit` ([`plan::plan_with`]).
+    pub fn plan_with(&self, req: &SearchRequest, list_limit: usize) -> Result<Plan> {
+        plan::plan_with(&self.index, &self.cells, self.encoder.as_deref(), req, list_limit)
+    }
+
     /// Runs a search.
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {
         let start = Instant::now();

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 /// Coverings estimated larger than this use a coarser resolution. Tiling and growing the
 /// covering cost microseconds per cell, exact containment over the lookup's centroids nanoseconds
 /// per row: a few hundred coarse cells plan fastest (a 10% bbox of a dense 1M-row index: res 5).
-const MAX_COVERING: usize = 500;
+pub const MAX_COVERING: usize = 500;
 /// Largest accepted radius.
 const MAX_RADIUS_M: f64 = 2_000_000.0;
 
@@ -49,7 +49,7 @@ pub struct GeoFilter {
 }
 
 /// A validated area.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Area {
     Polygons(MultiPolygon<f64>),
     Cells(HashSet<CellIndex>),
@@ -318,9 +318,22 @@ impl Area {
         self.containment().contains(lon, lat)
     }
 
-    /// Cells covering the area, at `finest` or coarser so that there are a few hundred of them
-    /// ([`MAX_COVERING`]), or `None` when the area cannot be tiled (then every row is a candidate).
-    pub fn covering(&self, finest: Resolution) -> Option<Vec<CellIndex>> {
+    /// Whether every point of the closed rectangle `r` lies inside (false when unsure: only
+    /// rectangles are checked). A filter whose area holds the whole index is no filter.
+    pub fn holds_rect(&self, r: &Rect<f64>) -> bool {
+        let Area::Polygons(mp) = self else {
+            return false;
+        };
+        // Boundaries are outside, so the area's rectangle must be strictly larger.
+        mp.iter().filter_map(as_rect).any(|a| {
+            a.min().x < r.min().x && r.max().x < a.max().x && a.min().y < r.min().y && r.max().y < a.max().y
+        })
+    }
+
+    /// Cells covering the area, at `finest` or coarser so that there are at most about
+    /// `max_cells` of them ([`MAX_COVERING`] for listing its rows), or `None` when the area cannot
+    /// be tiled (then every row is a candidate).
+    pub fn covering(&self, finest: Resolution, max_cells: usize) -> Option<Vec<CellIndex>> {
         let shape = match self {
             Area::Cells(set) => return Some(set.iter().copied().collect()),
             Area::Polygons(mp) => mp.clone(),
@@ -339,7 +352,7 @@ impl Area {
         };
         // h3o's size hint counts at least one cell per vertex, plus a margin per polygon: those
         // come on top of the cap.
-        let allowance = MAX_COVERING + shape.coords_count() + 16 * shape.0.len();
+        let allowance = max_cells + shape.coords_count() + 16 * shape.0.len();
         let mut res = finest;
         loop {
             let mut tiler = TilerBuilder::new(res)
@@ -402,11 +415,24 @@ mod tests {
     }
 
     #[test]
+    fn only_a_strictly_larger_rectangle_holds_the_extent() {
+        let extent = Rect::new(Coord { x: 1.0, y: 1.0 }, Coord { x: 2.0, y: 2.0 });
+        let bbox = |b: [f64; 4]| area(json!({ "bbox": b })).unwrap();
+        assert!(bbox([0.5, 0.5, 2.5, 2.5]).holds_rect(&extent));
+        // The boundary is outside: a rectangle touching the extent does not hold it.
+        assert!(!bbox([1.0, 0.5, 2.5, 2.5]).holds_rect(&extent));
+        assert!(!bbox([0.5, 0.5, 1.5, 2.5]).holds_rect(&extent));
+        // Shapes other than rectangles answer "unsure".
+        let circle = area(json!({"point": [1.5, 1.5], "radius_m": 1_000_000.0})).unwrap();
+        assert!(!circle.holds_rect(&extent));
+    }
+
+    #[test]
     fn circle_and_cells() {
         let c = area(json!({"point": [120.98, 14.59], "radius_m": 1000.0})).unwrap();
         assert!(c.contains(120.98, 14.595));
         assert!(!c.contains(121.0, 14.59));
-        let cover = c.covering(Resolution::Nine).unwrap();
+        let cover = c.covering(Resolution::Nine, MAX_COVERING).unwrap();
         let inside = LatLng::new(14.595, 120.98).unwrap().to_cell(Resolution::Nine);
         assert!(cover
             .iter()

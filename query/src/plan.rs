@@ -1,17 +1,30 @@
 //! Planning: a validated request becomes a [`Plan`]: one query vector (text, positives and
 //! negatives combined as documented on [`SearchRequest`]) and the set of rows the filters allow
-//! (geofilter through the H3 covering then exact containment, keywords through tantivy, time
-//! range), plus the example rows to leave out of the results.
+//! (keywords through tantivy, time range, then the geofilter through the H3 covering and exact
+//! containment), plus the example rows to leave out of the results.
+//!
+//! An area alone is listed only when it holds few rows, the ones an exact scan would read; its
+//! size is first estimated from a sample of the rows of a coarse covering. A larger area stays a
+//! test ([`Candidates::Area`]) that the graph walk applies to each row it meets: listing 100k rows
+//! costs more than the walk itself (`nadir bench query`).
 
 use std::collections::HashSet;
+use std::ops::Range;
 
 use nadir_clip::Encoder;
 use nadir_indexer::{Index, PatchId};
 
 use crate::cells::CellLookup;
 use crate::error::{Error, Result};
-use crate::geofilter::Area;
+use crate::geofilter::{Area, Containment, MAX_COVERING};
 use crate::request::{Example, SearchRequest};
+use crate::search::EXACT_SCAN_BYTES;
+
+/// Rows tested to estimate how many rows an area holds.
+const ESTIMATE_SAMPLES: usize = 4096;
+/// Cells of the covering an estimate samples: coarse cells tile fast, and a sample does not mind
+/// the extra rows around the area's edge.
+const ESTIMATE_CELLS: usize = 64;
 
 /// Rows a search may return.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,37 +33,50 @@ pub enum Candidates {
     All,
     /// Sorted row numbers.
     Rows(Vec<u32>),
+    /// The rows whose centroid lies in `area`, about `estimate` of them: too many to list, so the
+    /// graph walk tests each row it meets.
+    Area { area: Area, estimate: usize },
 }
 
 impl Candidates {
-    /// How many rows pass, out of `total`.
+    /// How many rows pass, out of `total` (estimated for [`Candidates::Area`]).
     pub fn count(&self, total: usize) -> usize {
         match self {
             Candidates::All => total,
             Candidates::Rows(r) => r.len(),
+            Candidates::Area { estimate, .. } => *estimate,
         }
     }
+}
 
-    /// Keeps the rows also in `rows` (any order).
-    fn intersect(self, mut rows: Vec<u32>) -> Candidates {
-        if !rows.is_sorted_by(|a, b| a < b) {
-            rows.sort_unstable();
-            rows.dedup();
-        }
-        let Candidates::Rows(mine) = self else {
-            return Candidates::Rows(rows);
-        };
-        // Both sorted: merge.
-        let mut both = Vec::with_capacity(mine.len().min(rows.len()));
-        let mut theirs = rows.into_iter().peekable();
-        for r in mine {
-            while theirs.next_if(|&t| t < r).is_some() {}
-            if theirs.next_if_eq(&r).is_some() {
-                both.push(r);
-            }
-        }
-        Candidates::Rows(both)
+/// The rows in both: `mine` (sorted, or every row when `None`) and `rows` (any order).
+fn intersect(mine: Option<Vec<u32>>, mut rows: Vec<u32>) -> Vec<u32> {
+    if !rows.is_sorted_by(|a, b| a < b) {
+        rows.sort_unstable();
+        rows.dedup();
     }
+    let Some(mine) = mine else {
+        return rows;
+    };
+    // Both sorted: merge.
+    let mut both = Vec::with_capacity(mine.len().min(rows.len()));
+    let mut theirs = rows.into_iter().peekable();
+    for r in mine {
+        while theirs.next_if(|&t| t < r).is_some() {}
+        if theirs.next_if_eq(&r).is_some() {
+            both.push(r);
+        }
+    }
+    both
+}
+
+/// Whether the centroid of `row` lies inside (false without one).
+#[inline]
+pub fn centroid_inside(index: &Index, inside: &Containment<'_>, row: u32) -> bool {
+    index
+        .record(row)
+        .centroid
+        .is_some_and(|(lon, lat)| inside.contains(lon, lat))
 }
 
 /// A planned query.
@@ -138,24 +164,34 @@ pub fn row_at(index: &Index, cells: &CellLookup, lon: f64, lat: f64) -> Option<u
 /// over the lookup's centroids.
 pub fn rows_in_area(index: &Index, cells: &CellLookup, area: &Area) -> Vec<u32> {
     let inside = area.containment();
-    let covering = cells
+    match cells
         .resolution()
-        .and_then(|res| Some((res, area.covering(res)?)));
-    let Some((res, covering)) = covering else {
-        return (0..index.len() as u32)
-            .filter(|&r| {
-                index
-                    .record(r)
-                    .centroid
-                    .is_some_and(|(lon, lat)| inside.contains(lon, lat))
-            })
-            .collect();
-    };
-    // Rows are keyed at `res`: a finer cell (an H3 filter's) looks in its ancestor there. The
-    // lookup yields each row once, in cell order; a bitmap puts them in row order.
+        .and_then(|res| Some((res, area.covering(res, MAX_COVERING)?)))
+    {
+        Some((res, covering)) => list(index, cells, &ranges(cells, res, covering), &inside),
+        None => scan_area(index, &inside),
+    }
+}
+
+/// Every row whose centroid lies inside, by reading every record (an area that H3 cannot tile).
+fn scan_area(index: &Index, inside: &Containment<'_>) -> Vec<u32> {
+    (0..index.len() as u32)
+        .filter(|&r| centroid_inside(index, inside, r))
+        .collect()
+}
+
+/// The lookup's entry ranges near `covering`. Rows are keyed at `res`: a finer cell (an H3
+/// filter's) looks in its ancestor there.
+fn ranges(cells: &CellLookup, res: h3o::Resolution, covering: Vec<h3o::CellIndex>) -> Vec<Range<usize>> {
+    cells.ranges_near(covering.into_iter().map(|c| c.parent(res).unwrap_or(c)))
+}
+
+/// The rows of the lookup's `ranges` whose centroid lies inside, sorted. The lookup yields each
+/// row once, in cell order; a bitmap puts them in row order.
+fn list(index: &Index, cells: &CellLookup, ranges: &[Range<usize>], inside: &Containment<'_>) -> Vec<u32> {
     let mut bits = vec![0u64; index.len().div_ceil(64)];
-    let near = cells.near(covering.into_iter().map(|c| c.parent(res).unwrap_or(c)));
-    for (rows, centroids) in near {
+    for r in ranges {
+        let (rows, centroids) = cells.entries(r.clone());
         for (&r, &(lon, lat)) in rows.iter().zip(centroids) {
             bits[r as usize / 64] |= u64::from(inside.contains(lon, lat)) << (r % 64);
         }
@@ -169,6 +205,42 @@ pub fn rows_in_area(index: &Index, cells: &CellLookup, area: &Area) -> Vec<u32> 
         }
     }
     rows
+}
+
+/// The rows an area allows, when no other filter narrowed them first: none to list when it holds
+/// the whole index; listed when it holds at most `list_limit` rows (estimated from a sample of a
+/// coarse covering); else a test for the graph walk.
+pub fn area_candidates(index: &Index, cells: &CellLookup, area: Area, list_limit: usize) -> Candidates {
+    if cells.extent().is_some_and(|e| area.holds_rect(&e)) {
+        return Candidates::All;
+    }
+    let inside = area.containment();
+    let Some(res) = cells.resolution() else {
+        return Candidates::Rows(scan_area(index, &inside));
+    };
+    let Some(coarse) = area.covering(res, ESTIMATE_CELLS) else {
+        return Candidates::Rows(scan_area(index, &inside));
+    };
+    let near = ranges(cells, res, coarse);
+    let total: usize = near.iter().map(Range::len).sum();
+    if total > list_limit {
+        let estimate = cells.estimate(&near, |x, y| inside.contains(x, y), ESTIMATE_SAMPLES);
+        if estimate > list_limit {
+            drop(inside);
+            return Candidates::Area { area, estimate };
+        }
+        // Few rows in a large covering (a thin or scattered area): a finer one tests fewer.
+        if total > 4 * list_limit.max(ESTIMATE_SAMPLES) {
+            return Candidates::Rows(rows_in_area(index, cells, &area));
+        }
+    }
+    Candidates::Rows(list(index, cells, &near, &inside))
+}
+
+/// The default `list_limit` of [`plan_with`]: twice the rows an exact scan reads at most, so that
+/// every area the executor would scan is listed despite a sampling error.
+pub fn list_limit(dim: usize) -> usize {
+    2 * EXACT_SCAN_BYTES / (4 * dim.max(1))
 }
 
 /// Resolves examples to embeddings, and the rows they name.
@@ -231,6 +303,18 @@ pub fn plan(
     encoder: Option<&dyn Encoder>,
     req: &SearchRequest,
 ) -> Result<Plan> {
+    plan_with(index, cells, encoder, req, list_limit(index.dim()))
+}
+
+/// [`plan`], listing the rows of an area alone only when it holds at most `list_limit` rows (0:
+/// never; tests and benchmarks use it to reach [`Candidates::Area`] on small indexes).
+pub fn plan_with(
+    index: &Index,
+    cells: &CellLookup,
+    encoder: Option<&dyn Encoder>,
+    req: &SearchRequest,
+    list_limit: usize,
+) -> Result<Plan> {
     req.validate()?;
     let dim = index.dim();
     let text = match req.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
@@ -256,27 +340,37 @@ pub fn plan(
     let negatives = examples(index, cells, encoder, &req.negatives, &mut exclude)?;
     let vector = combine(text.as_deref(), &positives, &negatives, req.negative_weight, dim)?;
 
-    let mut candidates = Candidates::All;
-    if let Some(g) = &req.geofilter {
-        candidates = candidates.intersect(rows_in_area(index, cells, &g.area()?));
-    }
+    // Keywords and time first: what they keep (sorted; `None` is every row) is then tested
+    // against the area row by row, else the area's H3 covering finds its rows.
+    let mut narrowed: Option<Vec<u32>> = None;
     if let Some(k) = req.keywords.as_deref().filter(|k| !k.trim().is_empty()) {
         let text_index = index.text().ok_or_else(|| {
             Error::bad("the keyword index is being rebuilt; run `nadir index add` to finish it")
         })?;
-        candidates = candidates.intersect(text_index.matching_rows(k)?);
+        narrowed = Some(intersect(narrowed, text_index.matching_rows(k)?));
     }
     if let Some(t) = &req.time {
         let (from, to) = t.bounds()?;
-        let pool: Box<dyn Iterator<Item = u32>> = match &candidates {
-            Candidates::All => Box::new(0..index.len() as u32),
-            Candidates::Rows(r) => Box::new(r.clone().into_iter()),
-        };
-        let rows = pool
-            .filter(|&r| index.record(r).acquired_ms.is_some_and(|t| t >= from && t <= to))
-            .collect();
-        candidates = candidates.intersect(rows);
+        let in_time = |r: &u32| index.record(*r).acquired_ms.is_some_and(|t| t >= from && t <= to);
+        narrowed = Some(match narrowed {
+            Some(mut rows) => {
+                rows.retain(in_time);
+                rows
+            }
+            None => (0..index.len() as u32).filter(in_time).collect(),
+        });
     }
+    let mut candidates = match (narrowed, &req.geofilter) {
+        (None, None) => Candidates::All,
+        (Some(rows), None) => Candidates::Rows(rows),
+        (None, Some(g)) => area_candidates(index, cells, g.area()?, list_limit),
+        (Some(mut rows), Some(g)) => {
+            let area = g.area()?;
+            let inside = area.containment();
+            rows.retain(|&r| centroid_inside(index, &inside, r));
+            Candidates::Rows(rows)
+        }
+    };
     // A filter that keeps every row is no filter: the unfiltered graph walk is much faster.
     if matches!(&candidates, Candidates::Rows(r) if r.len() == index.len()) {
         candidates = Candidates::All;
@@ -308,10 +402,10 @@ mod tests {
 
     #[test]
     fn candidates_intersect_as_sets() {
-        let c = Candidates::All.intersect(vec![9, 3, 3, 7, 1]);
-        assert_eq!(c, Candidates::Rows(vec![1, 3, 7, 9]));
-        let c = c.intersect(vec![0, 1, 2, 3, 8, 9, 10]);
-        assert_eq!(c, Candidates::Rows(vec![1, 3, 9]));
-        assert_eq!(c.intersect(vec![9, 2, 9]), Candidates::Rows(vec![9]));
+        let c = intersect(None, vec![9, 3, 3, 7, 1]);
+        assert_eq!(c, vec![1, 3, 7, 9]);
+        let c = intersect(Some(c), vec![0, 1, 2, 3, 8, 9, 10]);
+        assert_eq!(c, vec![1, 3, 9]);
+        assert_eq!(intersect(Some(c), vec![9, 2, 9]), vec![9]);
     }
 }

@@ -12,7 +12,7 @@ use nadir_indexer::Index;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::plan::{Candidates, Plan};
+use crate::plan::{centroid_inside, Candidates, Plan};
 
 /// Filtered sets whose vectors take at most this many bytes are scanned exactly.
 pub const EXACT_SCAN_BYTES: usize = 32 << 20;
@@ -50,29 +50,45 @@ pub fn execute_with(index: &Index, plan: &Plan, exact_scan_bytes: usize) -> (Vec
     let allowed = plan.candidates.count(n);
     let scan_fits = allowed * index.dim() * 4 <= exact_scan_bytes;
     let vectors = index.vectors();
-    let (found, strategy) = match (&plan.candidates, index.ann()) {
-        (Candidates::All, Some(ann)) if !scan_fits => (
-            ann.search(vectors, &plan.vector, want, ef_for(want), None),
-            Strategy::Hnsw,
+    let walk = |accept: Option<&dyn Fn(u32) -> bool>| {
+        index
+            .ann()
+            .map(|ann| ann.search(vectors, &plan.vector, want, ef_for(want), accept))
+    };
+    let (found, strategy) = match &plan.candidates {
+        _ if scan_fits || index.ann().is_none() => (
+            scan(index, &plan.vector, allowed_rows(index, &plan.candidates), want),
+            Strategy::Exact,
         ),
-        (Candidates::Rows(rows), Some(ann)) if !scan_fits => {
+        Candidates::All => (walk(None).unwrap_or_default(), Strategy::Hnsw),
+        Candidates::Rows(rows) => {
             let mut bits = vec![0u64; n.div_ceil(64)];
             for &r in rows {
                 bits[r as usize / 64] |= 1 << (r % 64);
             }
             let accept = move |r: u32| bits[r as usize / 64] >> (r % 64) & 1 == 1;
-            (
-                ann.search(vectors, &plan.vector, want, ef_for(want), Some(&accept)),
-                Strategy::HnswFiltered,
-            )
+            (walk(Some(&accept)).unwrap_or_default(), Strategy::HnswFiltered)
         }
-        (Candidates::All, _) => (scan(index, &plan.vector, 0..n as u32, want), Strategy::Exact),
-        (Candidates::Rows(rows), _) => (
-            scan(index, &plan.vector, rows.iter().copied(), want),
-            Strategy::Exact,
-        ),
+        Candidates::Area { area, .. } => {
+            let inside = area.containment();
+            let accept = |r: u32| centroid_inside(index, &inside, r);
+            (walk(Some(&accept)).unwrap_or_default(), Strategy::HnswFiltered)
+        }
     };
     (rerank(index, plan, found), strategy)
+}
+
+/// The rows `candidates` allow, in row order (an area's by testing every row).
+fn allowed_rows<'a>(index: &'a Index, candidates: &'a Candidates) -> Box<dyn Iterator<Item = u32> + 'a> {
+    let all = 0..index.len() as u32;
+    match candidates {
+        Candidates::All => Box::new(all),
+        Candidates::Rows(rows) => Box::new(rows.iter().copied()),
+        Candidates::Area { area, .. } => {
+            let inside = area.containment();
+            Box::new(all.filter(move |&r| centroid_inside(index, &inside, r)))
+        }
+    }
 }
 
 /// Exact top-`want` over `rows`, scored in batches (one SIMD dispatch and the rows' cache lines

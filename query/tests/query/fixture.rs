@@ -196,9 +196,11 @@ pub fn rows_inside(index: &Index, inside: impl Fn(f64, f64) -> bool) -> Vec<u32>
 }
 
 /// The rows a plan allows, sorted.
-pub fn candidate_rows(c: &Candidates, total: usize) -> Vec<u32> {
+pub fn candidate_rows(index: &Index, c: &Candidates) -> Vec<u32> {
+    let total = index.len();
     match c {
         Candidates::All => (0..total as u32).collect(),
         Candidates::Rows(r) => r.clone(),
+        Candidates::Area { area, .. } => rows_inside(index, |x, y| area.contains(x, y)),
     }
 }

@@ -5,7 +5,7 @@
 //! index, so the graph meets the query's own vector, whose dot with itself may round above 1 (the
 //! graph's distance is `-dot`, so that is harmless).
 
-use nadir_query::plan::Plan;
+use nadir_query::plan::{Candidates, Plan};
 use nadir_query::search::{self, Strategy};
 use nadir_query::{Example, GeoFilter, SearchRequest};
 use rand::rngs::StdRng;
@@ -53,7 +53,7 @@ fn request(rng: &mut StdRng, share: Option<f64>) -> SearchRequest {
 fn recall(plan: &Plan, threshold: usize) -> (f64, Strategy, usize) {
     let index = fixture::shared().engine.index();
     let (found, strategy) = search::execute_with(index, plan, threshold);
-    let allowed = candidate_rows(&plan.candidates, index.len());
+    let allowed = candidate_rows(index, &plan.candidates);
     let example = *plan.exclude.iter().next().expect("one example");
     let truth = brute_force(index, &plan.vector, &allowed, example, K);
     if truth.is_empty() {
@@ -73,9 +73,19 @@ fn recall_at_10_holds_on_every_path() {
     let mut rng = StdRng::seed_from_u64(11);
     let mut report = Vec::new();
     for share in [None, Some(1.0), Some(0.1), Some(0.01), Some(0.001)] {
-        let (mut sum, mut exact_sum, mut allowed_sum) = (0.0, 0.0, 0usize);
+        let (mut sum, mut exact_sum, mut lazy_sum, mut allowed_sum) = (0.0, 0.0, 0.0, 0usize);
+        let mut lazy_areas = 0;
         for _ in 0..QUERIES {
-            let plan = fx.engine.plan(&request(&mut rng, share)).unwrap();
+            let req = request(&mut rng, share);
+            let plan = fx.engine.plan(&req).unwrap();
+            // The area left as a test the walk applies to each row it meets (nothing listed).
+            let lazy = fx.engine.plan_with(&req, 0).unwrap();
+            let (r, strategy, _) = recall(&lazy, 0);
+            lazy_sum += r;
+            if share.is_some_and(|s| s < 1.0) {
+                assert_ne!(strategy, Strategy::Hnsw, "share {share:?}");
+                lazy_areas += usize::from(matches!(lazy.candidates, Candidates::Area { .. }));
+            }
             let (r, strategy, allowed) = recall(&plan, 0);
             let want = match share {
                 None => Strategy::Hnsw,
@@ -94,14 +104,20 @@ fn recall_at_10_holds_on_every_path() {
             exact_sum += r;
         }
         let (mean, exact) = (sum / QUERIES as f64, exact_sum / QUERIES as f64);
+        let lazy = lazy_sum / QUERIES as f64;
         let kept = allowed_sum as f64 / (QUERIES * n) as f64;
         report.push(format!(
-            "filter {share:?}: kept {:.3} %, recall@10 graph {mean:.4}, exact {exact:.4}",
+            "filter {share:?}: kept {:.3} %, recall@10 graph {mean:.4}, area tested in the walk \
+             {lazy:.4}, exact {exact:.4}",
             100.0 * kept
         ));
         assert_eq!(exact, 1.0, "share {share:?}");
+        // Areas that hold rows stay tests when nothing may be listed.
+        if share.is_some_and(|s| s >= 0.01 && s < 1.0) {
+            assert!(lazy_areas > QUERIES / 2, "share {share:?}: {lazy_areas} areas");
+        }
         assert!(
-            mean >= MIN_RECALL,
+            mean >= MIN_RECALL && lazy >= MIN_RECALL,
             "share {share:?}: recall@10 {mean:.4}\n{}",
             report.join("\n")
         );
