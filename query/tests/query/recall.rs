@@ -113,7 +113,7 @@ fn recall_at_10_holds_on_every_path() {
         ));
         assert_eq!(exact, 1.0, "share {share:?}");
         // Areas that hold rows stay tests when nothing may be listed.
-        if share.is_some_and(|s| s >= 0.01 && s < 1.0) {
+        if share.is_some_and(|s| (0.01..1.0).contains(&s)) {
             assert!(lazy_areas > QUERIES / 2, "share {share:?}: {lazy_areas} areas");
         }
         assert!(
