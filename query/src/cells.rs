@@ -24,7 +24,7 @@ pub struct CellLookup {
     rows: Vec<u32>,
     /// The (lon, lat) centroid of each entry's row; NaN for a row without one.
     centroids: Vec<(f64, f64)>,
-    /// The bounding rectangle of the centroids, when every row of the index has one.
+    /// The bounding rectangle of the centroids, when every row of the index has one and H3 cells.
     extent: Option<Rect<f64>>,
 }
 
@@ -84,8 +84,8 @@ impl CellLookup {
         }
     }
 
-    /// The bounding rectangle of every row's centroid, `None` when a row has none: an area that
-    /// holds it holds every row.
+    /// The bounding rectangle of every row's centroid, `None` when a row has no centroid or no H3
+    /// cells: an area that holds it holds every row.
     pub fn extent(&self) -> Option<Rect<f64>> {
         self.extent
     }

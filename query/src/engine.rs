@@ -131,10 +131,7 @@ impl Engine {
         let Some(g) = geofilter else {
             return Ok((0..self.index.len() as u32).collect());
         };
-        let mut rows = plan::rows_in_area(&self.index, &self.cells, &g.area()?);
-        rows.sort_unstable();
-        rows.dedup();
-        Ok(rows)
+        Ok(plan::rows_in_area(&self.index, &self.cells, &g.area()?))
     }
 
     /// The row of a patch id (400 for a malformed id, 404 for an unknown one).

@@ -331,8 +331,8 @@ impl Area {
     }
 
     /// Cells covering the area, at `finest` or coarser so that there are at most about
-    /// `max_cells` of them ([`MAX_COVERING`] for listing its rows), or `None` when the area cannot
-    /// be tiled (then every row is a candidate).
+    /// `max_cells` of them ([`MAX_COVERING`] for listing its rows); an H3 filter's own cells, as
+    /// many as it names; `None` when the area cannot be tiled (then every row is a candidate).
     pub fn covering(&self, finest: Resolution, max_cells: usize) -> Option<Vec<CellIndex>> {
         let shape = match self {
             Area::Cells(set) => return Some(set.iter().copied().collect()),

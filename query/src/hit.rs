@@ -50,7 +50,8 @@ pub struct Hit {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SearchResponse {
     pub hits: Vec<Hit>,
-    /// Rows the filters allowed.
+    /// Rows the filters allowed: exact when listed, estimated from a sample for an area too large
+    /// to list (which the graph walk then tests row by row).
     pub candidates: usize,
     /// Rows in the index.
     pub total: usize,

@@ -1,7 +1,7 @@
 //! Planning: a validated request becomes a [`Plan`]: one query vector (text, positives and
 //! negatives combined as documented on [`SearchRequest`]) and the set of rows the filters allow
-//! (keywords through tantivy, time range, then the geofilter through the H3 covering and exact
-//! containment), plus the example rows to leave out of the results.
+//! (keywords through tantivy, the geofilter through the H3 covering and exact containment, then
+//! the time range), plus the example rows to leave out of the results.
 //!
 //! An area alone is listed only when it holds few rows, the ones an exact scan would read; its
 //! size is first estimated from a sample of the rows of a coarse covering. A larger area stays a
@@ -70,13 +70,12 @@ fn intersect(mine: Option<Vec<u32>>, mut rows: Vec<u32>) -> Vec<u32> {
     both
 }
 
-/// Whether the centroid of `row` lies inside (false without one).
+/// Whether the centroid of `row` lies inside. A row without a centroid or without H3 cells is
+/// never inside: the H3 lookup, which lists areas' rows, cannot find it either.
 #[inline]
 pub fn centroid_inside(index: &Index, inside: &Containment<'_>, row: u32) -> bool {
-    index
-        .record(row)
-        .centroid
-        .is_some_and(|(lon, lat)| inside.contains(lon, lat))
+    let r = index.record(row);
+    !r.h3.is_empty() && r.centroid.is_some_and(|(lon, lat)| inside.contains(lon, lat))
 }
 
 /// A planned query.
@@ -340,27 +339,19 @@ pub fn plan_with(
     let negatives = examples(index, cells, encoder, &req.negatives, &mut exclude)?;
     let vector = combine(text.as_deref(), &positives, &negatives, req.negative_weight, dim)?;
 
-    // Keywords and time first: what they keep (sorted; `None` is every row) is then tested
-    // against the area row by row, else the area's H3 covering finds its rows.
-    let mut narrowed: Option<Vec<u32>> = None;
-    if let Some(k) = req.keywords.as_deref().filter(|k| !k.trim().is_empty()) {
-        let text_index = index.text().ok_or_else(|| {
-            Error::bad("the keyword index is being rebuilt; run `nadir index add` to finish it")
-        })?;
-        narrowed = Some(intersect(narrowed, text_index.matching_rows(k)?));
-    }
-    if let Some(t) = &req.time {
-        let (from, to) = t.bounds()?;
-        let in_time = |r: &u32| index.record(*r).acquired_ms.is_some_and(|t| t >= from && t <= to);
-        narrowed = Some(match narrowed {
-            Some(mut rows) => {
-                rows.retain(in_time);
-                rows
-            }
-            None => (0..index.len() as u32).filter(in_time).collect(),
-        });
-    }
-    let mut candidates = match (narrowed, &req.geofilter) {
+    // Keywords first: tantivy lists their rows, which the area then tests one by one. Else the
+    // area's H3 covering finds its rows, or leaves it as a test for the walk. Time last, on the
+    // rows the others kept (every row's record when they kept too many to list).
+    let keywords = match req.keywords.as_deref().filter(|k| !k.trim().is_empty()) {
+        None => None,
+        Some(k) => {
+            let text_index = index.text().ok_or_else(|| {
+                Error::bad("the keyword index is being rebuilt; run `nadir index add` to finish it")
+            })?;
+            Some(intersect(None, text_index.matching_rows(k)?))
+        }
+    };
+    let mut candidates = match (keywords, &req.geofilter) {
         (None, None) => Candidates::All,
         (Some(rows), None) => Candidates::Rows(rows),
         (None, Some(g)) => area_candidates(index, cells, g.area()?, list_limit),
@@ -371,6 +362,24 @@ pub fn plan_with(
             Candidates::Rows(rows)
         }
     };
+    if let Some(t) = &req.time {
+        let (from, to) = t.bounds()?;
+        let in_time = |r: &u32| index.record(*r).acquired_ms.is_some_and(|t| t >= from && t <= to);
+        let every = 0..index.len() as u32;
+        candidates = Candidates::Rows(match candidates {
+            Candidates::Rows(mut rows) => {
+                rows.retain(in_time);
+                rows
+            }
+            Candidates::All => every.filter(in_time).collect(),
+            Candidates::Area { area, .. } => {
+                let inside = area.containment();
+                every
+                    .filter(|r| in_time(r) && centroid_inside(index, &inside, *r))
+                    .collect()
+            }
+        });
+    }
     // A filter that keeps every row is no filter: the unfiltered graph walk is much faster.
     if matches!(&candidates, Candidates::Rows(r) if r.len() == index.len()) {
         candidates = Candidates::All;

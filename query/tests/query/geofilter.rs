@@ -83,8 +83,8 @@ fn check(example: usize, filter: GeoFilter, inside: impl Fn(f64, f64) -> bool) -
         let (lon, lat) = index.record(r).centroid.expect("georeferenced");
         prop_assert!(inside(lon, lat), "graph hit {r} at ({lon}, {lat}) lies outside");
     }
-    // Planned with no listing (an area alone stays a test the walk applies row by row): the same
-    // rows, walked inside the area, and scanned exactly.
+    // Planned with no listing (an area alone stays a test the walk applies row by row): the area
+    // it keeps holds the same rows, walked hits lie inside, and scanning it is exact.
     let lazy = fx
         .engine
         .plan_with(&req, 0)
@@ -239,5 +239,74 @@ proptest! {
             ..Default::default()
         };
         check(example, filter, |lon, lat| Haversine.distance(center, Point::new(lon, lat)) <= radius_m)?;
+    }
+}
+
+/// Keywords, a time range and an area together allow exactly the rows that pass all three,
+/// however the area is planned: listed, or left as a test for the walk (`plan_with(.., 0)`).
+#[test]
+fn filters_combine_as_sets() {
+    use nadir_query::request::TimeRange;
+    let fx = fixture::shared();
+    let index = fx.engine.index();
+    let [w, s, e, n] = region();
+    // Rows are acquired one second apart from 2020-09-13T12:26:40Z: this keeps the first 2000.
+    let time = TimeRange {
+        from: Some("2020-09-13".into()),
+        to: Some("2020-09-13T13:00:00Z".into()),
+    };
+    let (from, to) = time.bounds().unwrap();
+    let in_time = |r: u32| index.record(r).acquired_ms.is_some_and(|t| t >= from && t <= to);
+    let scenes = ["synthetic-00001", "synthetic-00007"];
+    for (share, keywords) in [
+        (0.5, None),
+        (0.5, Some("00001 OR 00007")),
+        (0.05, None),
+        (1.2, None),
+    ] {
+        let (dx, dy) = ((e - w) * f64::sqrt(share), (n - s) * f64::sqrt(share));
+        let bbox = vec![w - 0.01, s - 0.01, w + dx, s + dy];
+        let inside = |x: f64, y: f64| x > bbox[0] && x < bbox[2] && y > bbox[1] && y < bbox[3];
+        let mut expected: Vec<u32> = rows_inside(index, inside)
+            .into_iter()
+            .filter(|&r| in_time(r))
+            .collect();
+        if keywords.is_some() {
+            expected.retain(|&r| scenes.contains(&index.record(r).scene.as_str()));
+        }
+        assert!(!expected.is_empty(), "share {share}");
+        let req = SearchRequest {
+            positives: vec![Example {
+                patch: Some(index.record(0).id.to_string()),
+                ..Default::default()
+            }],
+            geofilter: Some(GeoFilter {
+                bbox: Some(bbox.clone()),
+                ..Default::default()
+            }),
+            keywords: keywords.map(str::to_string),
+            time: Some(time.clone()),
+            k: K,
+            negative_weight: 0.5,
+            ..Default::default()
+        };
+        for list_limit in [usize::MAX, 0] {
+            let plan = fx.engine.plan_with(&req, list_limit).unwrap();
+            assert_eq!(
+                candidate_rows(index, &plan.candidates),
+                expected,
+                "share {share}, keywords {keywords:?}, list limit {list_limit}"
+            );
+            let want: Vec<u32> = brute_force(index, &plan.vector, &expected, 0, K)
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect();
+            let got: Vec<u32> = search::execute(index, &plan)
+                .0
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect();
+            assert_eq!(got, want, "share {share}, keywords {keywords:?}");
+        }
     }
 }
