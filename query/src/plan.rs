@@ -47,6 +47,19 @@ impl Candidates {
             Candidates::Area { estimate, .. } => *estimate,
         }
     }
+
+    /// The rows that pass, in row order (an area's by testing every row).
+    pub fn rows<'a>(&'a self, index: &'a Index) -> Box<dyn Iterator<Item = u32> + 'a> {
+        let every = 0..index.len() as u32;
+        match self {
+            Candidates::All => Box::new(every),
+            Candidates::Rows(rows) => Box::new(rows.iter().copied()),
+            Candidates::Area { area, .. } => {
+                let inside = area.containment();
+                Box::new(every.filter(move |&r| centroid_inside(index, &inside, r)))
+            }
+        }
+    }
 }
 
 /// The rows in both: `mine` (sorted, or every row when `None`) and `rows` (any order).
@@ -214,10 +227,10 @@ pub fn area_candidates(index: &Index, cells: &CellLookup, area: Area, list_limit
         return Candidates::All;
     }
     let inside = area.containment();
-    let Some(res) = cells.resolution() else {
-        return Candidates::Rows(scan_area(index, &inside));
-    };
-    let Some(coarse) = area.covering(res, ESTIMATE_CELLS) else {
+    let Some((res, coarse)) = cells
+        .resolution()
+        .and_then(|res| Some((res, area.covering(res, ESTIMATE_CELLS)?)))
+    else {
         return Candidates::Rows(scan_area(index, &inside));
     };
     let near = ranges(cells, res, coarse);
@@ -365,20 +378,7 @@ pub fn plan_with(
     if let Some(t) = &req.time {
         let (from, to) = t.bounds()?;
         let in_time = |r: &u32| index.record(*r).acquired_ms.is_some_and(|t| t >= from && t <= to);
-        let every = 0..index.len() as u32;
-        candidates = Candidates::Rows(match candidates {
-            Candidates::Rows(mut rows) => {
-                rows.retain(in_time);
-                rows
-            }
-            Candidates::All => every.filter(in_time).collect(),
-            Candidates::Area { area, .. } => {
-                let inside = area.containment();
-                every
-                    .filter(|r| in_time(r) && centroid_inside(index, &inside, *r))
-                    .collect()
-            }
-        });
+        candidates = Candidates::Rows(candidates.rows(index).filter(in_time).collect());
     }
     // A filter that keeps every row is no filter: the unfiltered graph walk is much faster.
     if matches!(&candidates, Candidates::Rows(r) if r.len() == index.len()) {

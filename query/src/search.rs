@@ -52,45 +52,29 @@ pub fn execute_with(index: &Index, plan: &Plan, exact_scan_bytes: usize) -> (Vec
     let allowed = plan.candidates.count(n);
     let scan_fits = allowed * index.dim() * 4 <= exact_scan_bytes;
     let vectors = index.vectors();
-    let walk = |accept: Option<&dyn Fn(u32) -> bool>| {
-        index
-            .ann()
-            .map(|ann| ann.search(vectors, &plan.vector, want, ef_for(want), accept))
+    let Some(ann) = index.ann().filter(|_| !scan_fits) else {
+        let found = scan(index, &plan.vector, plan.candidates.rows(index), want);
+        return (rerank(index, plan, found), Strategy::Exact);
     };
+    let walk =
+        |accept: Option<&dyn Fn(u32) -> bool>| ann.search(vectors, &plan.vector, want, ef_for(want), accept);
     let (found, strategy) = match &plan.candidates {
-        _ if scan_fits || index.ann().is_none() => (
-            scan(index, &plan.vector, allowed_rows(index, &plan.candidates), want),
-            Strategy::Exact,
-        ),
-        Candidates::All => (walk(None).unwrap_or_default(), Strategy::Hnsw),
+        Candidates::All => (walk(None), Strategy::Hnsw),
         Candidates::Rows(rows) => {
             let mut bits = vec![0u64; n.div_ceil(64)];
             for &r in rows {
                 bits[r as usize / 64] |= 1 << (r % 64);
             }
             let accept = move |r: u32| bits[r as usize / 64] >> (r % 64) & 1 == 1;
-            (walk(Some(&accept)).unwrap_or_default(), Strategy::HnswFiltered)
+            (walk(Some(&accept)), Strategy::HnswFiltered)
         }
         Candidates::Area { area, .. } => {
             let inside = area.containment();
             let accept = |r: u32| centroid_inside(index, &inside, r);
-            (walk(Some(&accept)).unwrap_or_default(), Strategy::HnswFiltered)
+            (walk(Some(&accept)), Strategy::HnswFiltered)
         }
     };
     (rerank(index, plan, found), strategy)
-}
-
-/// The rows `candidates` allow, in row order (an area's by testing every row).
-fn allowed_rows<'a>(index: &'a Index, candidates: &'a Candidates) -> Box<dyn Iterator<Item = u32> + 'a> {
-    let all = 0..index.len() as u32;
-    match candidates {
-        Candidates::All => Box::new(all),
-        Candidates::Rows(rows) => Box::new(rows.iter().copied()),
-        Candidates::Area { area, .. } => {
-            let inside = area.containment();
-            Box::new(all.filter(move |&r| centroid_inside(index, &inside, r)))
-        }
-    }
 }
 
 /// Exact top-`want` over `rows`, scored in batches (one SIMD dispatch and the rows' cache lines
