@@ -107,6 +107,9 @@ enum Command {
     Finetune(segment::FinetuneArgs),
     /// Predict a class map (GeoTIFF) and polygons (GeoJSON) of a scene with a fine-tuned model.
     Predict(segment::PredictArgs),
+    /// Segment a scene from an analyst's inputs in a file (clicks, scribbles), as the page's
+    /// interactive sessions do: a class map (GeoTIFF) and polygons (GeoJSON).
+    Segment(segment::SegmentArgs),
     /// Measure throughput and print a table.
     Bench {
         #[command(subcommand)]
@@ -174,6 +177,9 @@ enum BenchWhat {
     /// Segmentation with few labels: mIoU on held-out Dubai and SpaceNet images when training on
     /// 5, 10, 25 and all images, dense or from clicks, pretrained vs random encoder.
     Segmentation(segment::BenchArgs),
+    /// Interactive segmentation with a simulated analyst (the standard click protocol): IoU after
+    /// 1 to 20 clicks, clicks to reach 80/85/90 % IoU, time per click.
+    Interactive(segment::BenchInteractiveArgs),
     /// CLIP encoders on CPU with random weights of a real architecture.
     Clip {
         /// Architecture preset: ViT-B-32 or ViT-L-14.
@@ -317,6 +323,10 @@ fn main() -> Result<()> {
         Command::Export(a) => labels::export(a)?,
         Command::Finetune(a) => segment::finetune(a)?,
         Command::Predict(a) => segment::predict(a)?,
+        Command::Segment(a) => segment::segment(a)?,
+        Command::Bench {
+            what: BenchWhat::Interactive(a),
+        } => segment::bench_interactive(a)?,
         Command::Bench {
             what: BenchWhat::Segmentation(a),
         } => segment::bench(a)?,

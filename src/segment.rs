@@ -1,5 +1,5 @@
-//! `nadir finetune`, `nadir predict` and `nadir bench segmentation`: few-label segmentation. The
-//! work is in `nadir_segment`.
+//! `nadir finetune`, `nadir predict`, `nadir segment` (interactive inputs from a file), `nadir bench
+//! segmentation` and `nadir bench interactive`. The work is in `nadir_segment`.
 
 use std::path::PathBuf;
 
@@ -7,6 +7,11 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 use nadir_segment::encoder::FrozenEncoder;
 use nadir_segment::eval::{self, EvalRun, Labels};
+use nadir_indexer::raster::Window;
+use nadir_segment::dataset::TrainingSet;
+use nadir_segment::interactive::protocol::{self, ProtocolOptions};
+use nadir_segment::interactive::script::{self, ScriptOptions};
+use nadir_segment::interactive::{HeadOptions, RefineOptions, SessionOptions};
 use nadir_segment::{EncoderSpec, FinetuneOptions, PredictOptions, Segmenter, TrainOptions};
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,4 +286,284 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Options of an interactive session shared by `segment` and `bench interactive`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SessionArgs {
+    /// Radius of the edge refinement (guided filter) in pixels; 0: none.
+    #[arg(long, default_value_t = 8)]
+    refine_radius: usize,
+    /// Regularisation of the edge refinement (grey levels 0-1, squared).
+    #[arg(long, default_value_t = 1e-3)]
+    refine_eps: f32,
+    /// A click labels the stride-4 cells within this radius (0: its own cell only).
+    #[arg(long, default_value_t = 1)]
+    click_radius: usize,
+    /// L2 pull of each class's probe towards its start (zero, or the model's prediction).
+    #[arg(long, default_value_t = 1e-2)]
+    l2: f32,
+    /// Optimiser steps per update.
+    #[arg(long, default_value_t = 150)]
+    steps: usize,
+    /// Random cells used as weak negatives.
+    #[arg(long, default_value_t = 256)]
+    weak_negatives: usize,
+    /// Share of a class's negative weight the weak negatives get once it has explicit negatives.
+    #[arg(long, default_value_t = 0.3)]
+    weak_share: f32,
+    /// The largest image a session takes, in megapixels.
+    #[arg(long, default_value_t = 16.8)]
+    max_megapixels: f64,
+}
+
+impl SessionArgs {
+    fn options(&self) -> SessionOptions {
+        SessionOptions {
+            head: HeadOptions {
+                l2: self.l2,
+                steps: self.steps,
+                weak_share: self.weak_share,
+                ..HeadOptions::default()
+            },
+            refine: RefineOptions {
+                radius: self.refine_radius,
+                eps: self.refine_eps,
+            },
+            click_radius: self.click_radius,
+            weak_negatives: self.weak_negatives,
+            max_pixels: (self.max_megapixels * 1e6) as u64,
+            ..SessionOptions::default()
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SegmentArgs {
+    /// The scene: any raster GDAL reads, georeferenced or not.
+    #[arg(long)]
+    scene: PathBuf,
+    /// The inputs: GeoJSON points (clicks) and lines (scribbles) with `class` (a name or index) and
+    /// `positive` (default true) properties; lon/lat on a georeferenced scene, pixel x, y otherwise.
+    #[arg(long)]
+    clicks: PathBuf,
+    /// A `nadir finetune` model to start from (its classes start from its prediction).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Only this window of the scene: x,y,width,height in pixels.
+    #[arg(long, value_delimiter = ',', num_args = 4)]
+    window: Option<Vec<u32>>,
+    /// The class map (GeoTIFF, uint8, 255 = none).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the class polygons here (GeoJSON, WGS84 on georeferenced scenes).
+    #[arg(long)]
+    geojson: Option<PathBuf>,
+    /// Regions under this many pixels get no polygon.
+    #[arg(long, default_value_t = 16)]
+    min_pixels: usize,
+    #[command(flatten)]
+    session: SessionArgs,
+}
+
+pub fn segment(a: SegmentArgs) -> Result<()> {
+    let opts = ScriptOptions {
+        scene: a.scene.clone(),
+        window: a.window.map(|w| Window {
+            x: w[0],
+            y: w[1],
+            width: w[2],
+            height: w[3],
+        }),
+        inputs: a.clicks.clone(),
+        model: a.model,
+        out: a.out.clone(),
+        geojson: a.geojson.clone(),
+        min_pixels: a.min_pixels,
+        session: a.session.options(),
+    };
+    let r = script::run(&opts).with_context(|| format!("segmenting {}", a.scene.display()))?;
+    println!(
+        "{}x{} px, {} inputs, features {:.1} s, update {:.0} ms -> {}",
+        r.width,
+        r.height,
+        r.inputs,
+        r.features_ms / 1e3,
+        r.update.total_ms,
+        a.out.display()
+    );
+    let total = f64::from(r.width) * f64::from(r.height);
+    for (i, c) in r.classes.iter().enumerate() {
+        println!("  {:<20} {:>6.2} %", c, 100.0 * r.update.class_pixels[i] as f64 / total);
+    }
+    if let (Some(p), Some(n)) = (&a.geojson, r.polygons) {
+        println!("{n} polygons -> {}", p.display());
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchInteractiveArgs {
+    /// Labelled images (a folder as `nadir finetune` reads: images/ and masks/, all splits); default:
+    /// the Dubai test images and the SpaceNet test region.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// A classes.json for --data (default: the folder's own).
+    #[arg(long)]
+    classes: Option<PathBuf>,
+    /// The Dubai set (`segmentation/dubai`): its test images (part 9 of each tile).
+    #[arg(long, default_value = "../shared/data/segmentation/dubai")]
+    dubai: PathBuf,
+    /// The SpaceNet sample folder: its test region, buildings only.
+    #[arg(long, default_value = "../shared/data/scenes/spacenet")]
+    spacenet: PathBuf,
+    /// Clicks per target.
+    #[arg(long, default_value_t = 20)]
+    clicks: usize,
+    /// Start every target from this `nadir finetune` model's prediction.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "pretrained")]
+    encoder: EncoderArg,
+    /// Use at most this many images of each set.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print the whole report as JSON (per target and per image) instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Write each target's mask after 1, 5 and the last click here (PNG).
+    #[arg(long)]
+    dump: Option<PathBuf>,
+    #[command(flatten)]
+    session: SessionArgs,
+}
+
+pub fn bench_interactive(a: BenchInteractiveArgs) -> Result<()> {
+    let mut sets: Vec<(String, Vec<eval::EvalImage>, nadir_segment::ClassList, Option<Vec<String>>)> = Vec::new();
+    if let Some(dir) = &a.data {
+        let set = TrainingSet::discover(dir, a.classes.as_deref())?;
+        let mut items = Vec::new();
+        for li in &set.images {
+            let (_, _, mask) = nadir_segment::dataset::read_mask(&li.mask, &set.classes)?;
+            items.push(eval::EvalImage {
+                image: li.image.clone(),
+                mask,
+                region: None,
+            });
+        }
+        sets.push((dir.display().to_string(), items, set.classes, None));
+    } else {
+        if a.dubai.is_dir() {
+            let s = eval::dubai(&a.dubai)?;
+            sets.push(("dubai".into(), s.test, s.classes, None));
+        } else {
+            eprintln!("skipping Dubai: {} is absent", a.dubai.display());
+        }
+        if a.spacenet.join("sample_geotiff.tif").is_file() {
+            let s = eval::spacenet(&a.spacenet)?;
+            sets.push(("spacenet".into(), s.test, s.classes, Some(vec!["building".into()])));
+        } else {
+            eprintln!("skipping SpaceNet: {} is absent", a.spacenet.display());
+        }
+    }
+    let prior = a
+        .model
+        .as_deref()
+        .map(|p| Segmenter::load(p).with_context(|| format!("loading the model {}", p.display())))
+        .transpose()?;
+    let encoder = FrozenEncoder::load(&a.encoder.spec(0))?;
+    let mut reports = Vec::new();
+    for (name, mut items, classes, targets) in sets {
+        if let Some(n) = a.limit {
+            items.truncate(n);
+        }
+        let opts = ProtocolOptions {
+            clicks: a.clicks,
+            targets,
+            session: a.session.options(),
+            dump: a.dump.clone(),
+            ..ProtocolOptions::default()
+        };
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(format!("{name}: computing features"));
+        let report = protocol::run(&encoder, prior.as_ref(), &items, &classes, &opts, |n, msg| {
+            bar.set_message(format!("{name}: {n} targets done, last {msg}"));
+            bar.tick();
+        })
+        .with_context(|| format!("interactive benchmark on {name}"))?;
+        bar.finish_and_clear();
+        reports.push((name, report));
+    }
+    if a.json {
+        let doc: serde_json::Value = reports
+            .iter()
+            .map(|(n, r)| (n.clone(), protocol_json(r)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "encoder {:?}, model {}, refine radius {}, {threads} threads",
+        a.encoder,
+        a.model.as_ref().map_or("none".into(), |p| p.display().to_string()),
+        a.session.refine_radius
+    );
+    println!();
+    println!("| set | class | targets | IoU@0 | @1 | @3 | @5 | @10 | @20 | NoC@80 | NoC@85 | NoC@90 |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, r) in &reports {
+        let mut rows: Vec<Option<String>> = r.classes().into_iter().map(Some).collect();
+        rows.push(None);
+        for class in rows {
+            let c = class.as_deref();
+            let n = r.targets.iter().filter(|t| c.is_none_or(|c| t.class == c)).count();
+            let ious: Vec<String> = protocol::REPORTED_CLICKS
+                .iter()
+                .map(|&k| format!("{:.3}", r.mean_iou(k, c)))
+                .collect();
+            println!(
+                "| {name} | {} | {n} | {} | {:.1} | {:.1} | {:.1} |",
+                c.unwrap_or("**all**"),
+                ious.join(" | "),
+                r.mean_noc(0.80, c),
+                r.mean_noc(0.85, c),
+                r.mean_noc(0.90, c)
+            );
+        }
+    }
+    println!();
+    println!("| set | images | mean size (px) | features p50 (s) | session memory (MiB) | update p50 (ms) | update p95 (ms) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, r) in &reports {
+        let mut f: Vec<f64> = r.images.iter().map(|i| i.features_ms / 1e3).collect();
+        f.sort_by(f64::total_cmp);
+        let px = r.images.iter().map(|i| f64::from(i.width) * f64::from(i.height)).sum::<f64>() / r.images.len().max(1) as f64;
+        let mem = r.images.iter().map(|i| i.memory_bytes).max().unwrap_or(0) as f64 / (1 << 20) as f64;
+        println!(
+            "| {name} | {} | {:.0} | {:.2} | {mem:.0} | {:.0} | {:.0} |",
+            r.images.len(),
+            px,
+            f.get(f.len() / 2).copied().unwrap_or(f64::NAN),
+            r.update_ms_quantile(0.5),
+            r.update_ms_quantile(0.95)
+        );
+    }
+    Ok(())
+}
+
+/// A report as JSON with its summary.
+fn protocol_json(r: &protocol::ProtocolReport) -> serde_json::Value {
+    let summary: serde_json::Map<String, serde_json::Value> = protocol::REPORTED_CLICKS
+        .iter()
+        .map(|&k| (format!("miou_at_{k}"), serde_json::json!(r.mean_iou(k, None))))
+        .collect();
+    serde_json::json!({
+        "summary": summary,
+        "noc": {"80": r.mean_noc(0.80, None), "85": r.mean_noc(0.85, None), "90": r.mean_noc(0.90, None)},
+        "update_ms": {"p50": r.update_ms_quantile(0.5), "p95": r.update_ms_quantile(0.95)},
+        "images": r.images,
+        "targets": r.targets,
+    })
 }

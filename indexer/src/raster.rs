@@ -552,6 +552,21 @@ impl Georef {
         self.gt
     }
 
+    /// The georeference of the pixels of `win`: the same CRS, the origin moved to its corner.
+    pub fn window(&self, win: &Window) -> Result<Georef> {
+        let (x, y) = (f64::from(win.x), f64::from(win.y));
+        let g = self.gt;
+        let gt = [g[0] + x * g[1] + y * g[2], g[1], g[2], g[3] + x * g[4] + y * g[5], g[4], g[5]];
+        let inv = gt
+            .invert()
+            .map_err(|e| Error::input(&self.path, format!("geotransform {gt:?} is not invertible: {e}")))?;
+        Ok(Georef {
+            gt,
+            inv,
+            ..self.clone()
+        })
+    }
+
     /// The EPSG code of the CRS; None for custom CRSs.
     pub fn epsg(&self) -> Option<u32> {
         self.epsg

@@ -19,6 +19,7 @@ pub mod eval;
 pub mod finetune;
 pub mod geojson;
 pub mod grid;
+pub mod interactive;
 pub mod loss;
 pub mod metrics;
 pub mod model;

@@ -12,10 +12,10 @@ use std::time::Instant;
 use gdal::raster::{Buffer, ColorEntry, ColorTable, PaletteInterpretation, RasterCreationOptions};
 use gdal::DriverManager;
 use indicatif::{ProgressBar, ProgressStyle};
-use nadir_indexer::raster::{Scene, Window};
+use nadir_indexer::raster::{Georef, Scene, Window};
 use serde::Serialize;
 
-use crate::config::IGNORE;
+use crate::config::{ClassInfo, IGNORE};
 use crate::dataset::open_scene;
 use crate::error::{Error, Result};
 use crate::grid;
@@ -78,7 +78,7 @@ pub fn predict_scene(
     let scene = open_for(model, scene_path)?;
     let (w, h) = scene.size();
     let tmp = tmp_path(out);
-    let mut ds = create_geotiff(model, &scene, &tmp)?;
+    let mut ds = create_geotiff(&model.config().classes, scene.size(), scene.georef(), &tmp)?;
     let keep_labels = opts.geojson.is_some();
     let mut labels = Vec::new();
     let mut class_pixels = vec![0u64; model.config().num_classes() + 1];
@@ -322,14 +322,18 @@ impl Strip {
     }
 }
 
-fn create_geotiff(model: &Segmenter, scene: &Scene, tmp: &Path) -> Result<gdal::Dataset> {
-    let (w, h) = scene.size();
+fn create_geotiff(
+    classes: &[ClassInfo],
+    (w, h): (u32, u32),
+    georef: Option<&Georef>,
+    tmp: &Path,
+) -> Result<gdal::Dataset> {
     let driver = DriverManager::get_driver_by_name("GTiff").map_err(|e| Error::input(tmp, e))?;
     let options = RasterCreationOptions::from_iter(["COMPRESS=DEFLATE", "TILED=YES"]);
     let mut ds = driver
         .create_with_band_type_with_options::<u8, _>(tmp, w as usize, h as usize, 1, &options)
         .map_err(|e| Error::input(tmp, format!("cannot create: {e}")))?;
-    if let Some(g) = scene.georef() {
+    if let Some(g) = georef {
         ds.set_geo_transform(&g.geotransform())
             .map_err(|e| Error::input(tmp, e))?;
         ds.set_projection(g.crs_wkt()).map_err(|e| Error::input(tmp, e))?;
@@ -339,7 +343,7 @@ fn create_geotiff(model: &Segmenter, scene: &Scene, tmp: &Path) -> Result<gdal::
         band.set_no_data_value(Some(f64::from(IGNORE)))
             .map_err(|e| Error::input(tmp, e))?;
         let mut table = ColorTable::new(PaletteInterpretation::Rgba);
-        for (i, class) in model.config().classes.iter().enumerate() {
+        for (i, class) in classes.iter().enumerate() {
             let [r, g, b] = class.color.unwrap_or_else(|| default_colour(i));
             table.set_color_entry(i as u16, &ColorEntry::rgba(r.into(), g.into(), b.into(), 255));
         }
@@ -348,8 +352,38 @@ fn create_geotiff(model: &Segmenter, scene: &Scene, tmp: &Path) -> Result<gdal::
     Ok(ds)
 }
 
+/// Writes a whole label map (`size` pixels, row-major, [`IGNORE`] = none) as a class GeoTIFF at
+/// `out`, atomically: uint8, the classes' colour table, the georeference when given.
+pub fn write_class_map(
+    out: &Path,
+    labels: &[u8],
+    (w, h): (u32, u32),
+    georef: Option<&Georef>,
+    classes: &[ClassInfo],
+) -> Result<()> {
+    let tmp = tmp_path(out);
+    let res = (|| -> Result<()> {
+        let mut ds = create_geotiff(classes, (w, h), georef, &tmp)?;
+        let mut band = ds.rasterband(1).map_err(|e| Error::input(&tmp, e))?;
+        let mut buf = Buffer::new((w as usize, h as usize), labels.to_vec());
+        band.write((0, 0), (w as usize, h as usize), &mut buf)
+            .map_err(|e| Error::input(&tmp, format!("cannot write: {e}")))?;
+        drop(band);
+        ds.flush_cache().map_err(|e| Error::input(&tmp, e))?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, out))
+        .map_err(|e| Error::io(out, e))
+}
+
 /// A distinct colour for a class without one.
-fn default_colour(i: usize) -> [u8; 3] {
+pub(crate) fn default_colour(i: usize) -> [u8; 3] {
     const PALETTE: [[u8; 3]; 8] = [
         [31, 119, 180],
         [255, 127, 14],

@@ -1,0 +1,567 @@
+//! Interactive segmentation: an analyst's clicks, scribbles and boxes on one scene steer its mask.
+//!
+//! A [`Session`] holds the scene's pixels, the frozen encoder's maps of the whole scene (computed
+//! once, [`features`]), the inputs so far and a light per-class head ([`head`]) refitted after
+//! every input on the labelled stride-4 cells, then applied to every cell, upsampled and snapped
+//! to the image's edges ([`refine`]). A session may start from a `nadir finetune` model: its
+//! prediction is the head's starting point for the classes it knows. [`annotator`] is the
+//! simulated analyst of the standard protocol that `nadir bench interactive` runs.
+
+pub mod annotator;
+pub mod features;
+pub mod head;
+pub mod protocol;
+pub mod refine;
+pub mod script;
+
+use std::time::Instant;
+
+use image::RgbImage;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ClassInfo, IGNORE};
+use crate::encoder::FrozenEncoder;
+use crate::error::{Error, Result};
+use crate::model::Segmenter;
+use features::{FeatureGrid, CELL};
+pub use head::HeadOptions;
+use head::{sigmoid, Head, Samples};
+pub use refine::RefineOptions;
+use refine::Guide;
+
+/// One input of the analyst, in pixel coordinates of the session's image (x right, y down).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Input {
+    /// A click: this pixel is (`positive`) or is not of `class`.
+    Point {
+        x: f64,
+        y: f64,
+        class: usize,
+        #[serde(default = "yes")]
+        positive: bool,
+    },
+    /// A brush stroke through `points`: every pixel under it is (or is not) of `class`.
+    Scribble {
+        points: Vec<[f64; 2]>,
+        class: usize,
+        #[serde(default = "yes")]
+        positive: bool,
+    },
+    /// A box around a piece of `class`: its centre is of the class, a band just outside it is not.
+    Box {
+        x0: f64,
+        y0: f64,
+        x1: f64,
+        y1: f64,
+        class: usize,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Input {
+    fn class(&self) -> usize {
+        match self {
+            Input::Point { class, .. } | Input::Scribble { class, .. } | Input::Box { class, .. } => *class,
+        }
+    }
+}
+
+/// Limits and settings of a session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionOptions {
+    pub head: HeadOptions,
+    /// Edge refinement (radius 0: none).
+    pub refine: RefineOptions,
+    /// A click labels the cells within this many stride-4 cells of it (weight 1/2 around the
+    /// centre); 0: the clicked cell only.
+    pub click_radius: usize,
+    /// Random cells drawn once per session as weak negatives ("most of the scene is not this").
+    pub weak_negatives: usize,
+    /// The largest image a session takes, in pixels.
+    pub max_pixels: u64,
+    /// The most inputs a session keeps.
+    pub max_inputs: usize,
+    /// The most points one scribble may have.
+    pub max_scribble_points: usize,
+    pub seed: u64,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            head: HeadOptions::default(),
+            refine: RefineOptions::default(),
+            click_radius: 1,
+            weak_negatives: 256,
+            max_pixels: 4096 * 4096,
+            max_inputs: 1000,
+            max_scribble_points: 10_000,
+            seed: 0,
+        }
+    }
+}
+
+/// What the last update did, and how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Update {
+    /// Inputs in effect.
+    pub inputs: usize,
+    /// Pixels of each class in the mask (the last entry: pixels of none).
+    pub class_pixels: Vec<u64>,
+    pub fit_ms: f64,
+    pub predict_ms: f64,
+    pub refine_ms: f64,
+    pub total_ms: f64,
+}
+
+/// How long the session took to start, and what it holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionInfo {
+    pub width: u32,
+    pub height: u32,
+    pub features_ms: f64,
+    /// Bytes of features, image and masks the session keeps.
+    pub memory_bytes: usize,
+    pub prior: bool,
+}
+
+/// One scene being segmented interactively.
+pub struct Session {
+    image: RgbImage,
+    classes: Vec<ClassInfo>,
+    grid: FeatureGrid,
+    head: Head,
+    /// For each class, the prior channel it starts from (a model class of the same name).
+    prior_channel: Vec<Option<usize>>,
+    prior_classes: Vec<String>,
+    /// Offset of the prior channels in a cell's feature vector.
+    prior_offset: usize,
+    inputs: Vec<Input>,
+    undone: Vec<Input>,
+    weak_cells: Vec<(usize, usize)>,
+    guide: Option<Guide>,
+    labels: Vec<u8>,
+    opts: SessionOptions,
+    info: SessionInfo,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("info", &self.info)
+            .field("classes", &self.classes)
+            .field("inputs", &self.inputs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Starts a session on `image` with `classes` (more can be added), encoding it with
+    /// `encoder`, or with `prior`'s encoder when a model is given: then the classes it knows (by
+    /// name) start from its prediction, and with no classes given the session takes its classes.
+    pub fn new(
+        encoder: &FrozenEncoder,
+        image: RgbImage,
+        mut classes: Vec<ClassInfo>,
+        prior: Option<&Segmenter>,
+        opts: SessionOptions,
+    ) -> Result<Self> {
+        let (w, h) = image.dimensions();
+        if w < 8 || h < 8 {
+            return Err(Error::Invalid(format!("the image is {w}x{h} px: too small to segment")));
+        }
+        if u64::from(w) * u64::from(h) > opts.max_pixels {
+            return Err(Error::Invalid(format!(
+                "the image is {w}x{h} px, over the session limit of {} px: choose a window of the scene",
+                opts.max_pixels
+            )));
+        }
+        if classes.len() >= usize::from(IGNORE) {
+            return Err(Error::Invalid(format!("at most {} classes", IGNORE - 1)));
+        }
+        let start = Instant::now();
+        let encoder = prior.map_or(encoder, Segmenter::encoder);
+        let grid = FeatureGrid::compute(encoder, &image, prior)?;
+        let prior_classes: Vec<String> = prior.map_or_else(Vec::new, |m| {
+            m.config().classes.iter().map(|c| c.name.clone()).collect()
+        });
+        if classes.is_empty() {
+            if let Some(m) = prior {
+                classes = m.config().classes.clone();
+            }
+        }
+        let prior_offset = grid.dim() - prior_classes.len();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
+        let weak_cells = (0..opts.weak_negatives)
+            .map(|_| (rng.random_range(0..grid.cols), rng.random_range(0..grid.rows)))
+            .collect();
+        let guide = (opts.refine.radius > 0).then(|| Guide::new(&image, opts.refine.radius));
+        let features_ms = start.elapsed().as_secs_f64() * 1e3;
+        let memory_bytes = grid.bytes() + image.as_raw().len() * 4 + (w * h) as usize * (1 + 12);
+        let mut session = Self {
+            head: Head::new(grid.dim()),
+            grid,
+            image,
+            classes: Vec::new(),
+            prior_channel: Vec::new(),
+            prior_classes,
+            prior_offset,
+            inputs: Vec::new(),
+            undone: Vec::new(),
+            weak_cells,
+            guide,
+            labels: vec![IGNORE; (w * h) as usize],
+            opts,
+            info: SessionInfo {
+                width: w,
+                height: h,
+                features_ms,
+                memory_bytes,
+                prior: prior.is_some(),
+            },
+        };
+        for c in classes {
+            session.add_class(c)?;
+        }
+        session.update()?;
+        session.info.features_ms = start.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(width = w, height = h, ms = session.info.features_ms, "interactive session ready");
+        Ok(session)
+    }
+
+    /// Adds a class; returns its index. A class the prior model knows starts from its prediction.
+    pub fn add_class(&mut self, class: ClassInfo) -> Result<usize> {
+        if class.name.trim().is_empty() {
+            return Err(Error::Invalid("a class needs a name".into()));
+        }
+        if self.classes.iter().any(|c| c.name == class.name) {
+            return Err(Error::Invalid(format!("the session already has a class {:?}", class.name)));
+        }
+        if self.classes.len() + 1 >= usize::from(IGNORE) {
+            return Err(Error::Invalid(format!("at most {} classes", IGNORE - 1)));
+        }
+        let channel = self
+            .prior_classes
+            .iter()
+            .position(|p| p.eq_ignore_ascii_case(&class.name));
+        let init = channel.map(|j| {
+            let mut w = vec![0f32; self.grid.dim()];
+            w[self.prior_offset + j] = 1.0;
+            (w, 0.0)
+        });
+        self.head.add_class(init);
+        self.prior_channel.push(channel);
+        self.classes.push(class);
+        Ok(self.classes.len() - 1)
+    }
+
+    /// Replaces the classes: every input goes, the head starts again (the features stay).
+    pub fn reset(&mut self, classes: Vec<ClassInfo>) -> Result<Update> {
+        self.inputs.clear();
+        self.undone.clear();
+        self.classes.clear();
+        self.prior_channel.clear();
+        self.head = Head::new(self.grid.dim());
+        for c in classes {
+            self.add_class(c)?;
+        }
+        self.update()
+    }
+
+    pub fn classes(&self) -> &[ClassInfo] {
+        &self.classes
+    }
+
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    pub fn inputs(&self) -> &[Input] {
+        &self.inputs
+    }
+
+    /// The image being segmented.
+    pub fn image(&self) -> &RgbImage {
+        &self.image
+    }
+
+    /// The current mask: a class index per pixel, row-major, [`IGNORE`] where none.
+    pub fn labels(&self) -> &[u8] {
+        &self.labels
+    }
+
+    /// Adds an input and updates the mask.
+    pub fn add(&mut self, input: Input) -> Result<Update> {
+        self.push_input(input)?;
+        self.update()
+    }
+
+    /// Adds an input without updating the mask (then [`Self::refresh`]): many inputs at once.
+    pub fn push_input(&mut self, input: Input) -> Result<()> {
+        self.check(&input)?;
+        if self.inputs.len() >= self.opts.max_inputs {
+            return Err(Error::Invalid(format!(
+                "the session holds its limit of {} inputs",
+                self.opts.max_inputs
+            )));
+        }
+        self.inputs.push(input);
+        self.undone.clear();
+        Ok(())
+    }
+
+    /// Refits the head to the inputs and recomputes the mask.
+    pub fn refresh(&mut self) -> Result<Update> {
+        self.update()
+    }
+
+    /// Takes the last input back (nothing to undo: the mask as it is).
+    pub fn undo(&mut self) -> Result<Update> {
+        if let Some(i) = self.inputs.pop() {
+            self.undone.push(i);
+        }
+        self.update()
+    }
+
+    /// Puts the last undone input back.
+    pub fn redo(&mut self) -> Result<Update> {
+        if let Some(i) = self.undone.pop() {
+            self.inputs.push(i);
+        }
+        self.update()
+    }
+
+    /// Removes every input.
+    pub fn clear(&mut self) -> Result<Update> {
+        self.inputs.clear();
+        self.undone.clear();
+        self.update()
+    }
+
+    fn check(&self, input: &Input) -> Result<()> {
+        let (w, h) = (f64::from(self.info.width), f64::from(self.info.height));
+        if input.class() >= self.classes.len() {
+            return Err(Error::Invalid(format!(
+                "class {} does not exist: the session has {} classes",
+                input.class(),
+                self.classes.len()
+            )));
+        }
+        let inside = |x: f64, y: f64| x.is_finite() && y.is_finite() && (0.0..w).contains(&x) && (0.0..h).contains(&y);
+        match input {
+            Input::Point { x, y, .. } if !inside(*x, *y) => Err(Error::Invalid(format!(
+                "the point ({x}, {y}) is outside the {w}x{h} px image"
+            ))),
+            Input::Scribble { points, .. } => {
+                if points.is_empty() || points.len() > self.opts.max_scribble_points {
+                    return Err(Error::Invalid(format!(
+                        "a scribble needs 1 to {} points, got {}",
+                        self.opts.max_scribble_points,
+                        points.len()
+                    )));
+                }
+                match points.iter().find(|p| !inside(p[0], p[1])) {
+                    Some(p) => Err(Error::Invalid(format!(
+                        "the scribble point ({}, {}) is outside the {w}x{h} px image",
+                        p[0], p[1]
+                    ))),
+                    None => Ok(()),
+                }
+            }
+            Input::Box { x0, y0, x1, y1, .. } => {
+                if !(inside(*x0, *y0) && inside(*x1, *y1)) || x1 <= x0 || y1 <= y0 {
+                    return Err(Error::Invalid(format!(
+                        "the box ({x0}, {y0}) - ({x1}, {y1}) must have x0 < x1, y0 < y1, inside the {w}x{h} px image"
+                    )));
+                }
+                Ok(())
+            }
+            Input::Point { .. } => Ok(()),
+        }
+    }
+
+    /// The labelled cells of the inputs, and the weak negatives.
+    fn samples(&self) -> Samples {
+        let mut s = Samples::new(self.grid.dim());
+        let mut f = Vec::with_capacity(self.grid.dim());
+        let (cols, rows) = (self.grid.cols, self.grid.rows);
+        let cell = |x: f64, y: f64| {
+            (
+                ((x / CELL as f64) as usize).min(cols - 1),
+                ((y / CELL as f64) as usize).min(rows - 1),
+            )
+        };
+        let mut push = |s: &mut Samples, (c, r): (usize, usize), class: usize, positive: bool, weight: f32, weak: bool| {
+            f.clear();
+            self.grid.sample(c, r, &mut f);
+            s.push(&f, class, positive, weight, weak);
+        };
+        let radius = self.opts.click_radius as isize;
+        for input in &self.inputs {
+            match input {
+                Input::Point { x, y, class, positive } => {
+                    let (c, r) = cell(*x, *y);
+                    for dy in -radius..=radius {
+                        for dx in -radius..=radius {
+                            let (cc, rr) = (c as isize + dx, r as isize + dy);
+                            if cc < 0 || rr < 0 || cc >= cols as isize || rr >= rows as isize {
+                                continue;
+                            }
+                            let wt = if dx == 0 && dy == 0 { 1.0 } else { 0.5 };
+                            push(&mut s, (cc as usize, rr as usize), *class, *positive, wt, false);
+                        }
+                    }
+                }
+                Input::Scribble { points, class, positive } => {
+                    let cells = stroke_cells(points, cell);
+                    // A stroke weighs at most as much as ten clicks.
+                    let wt = (10.0 / cells.len() as f32).min(1.0);
+                    for c in cells {
+                        push(&mut s, c, *class, *positive, wt, false);
+                    }
+                }
+                Input::Box { x0, y0, x1, y1, class } => {
+                    let (a, b) = (cell(*x0, *y0), cell(*x1, *y1));
+                    let (cx, cy) = ((a.0 + b.0) / 2, (a.1 + b.1) / 2);
+                    push(&mut s, (cx, cy), *class, true, 1.0, false);
+                    let band = ((b.0 - a.0).max(b.1 - a.1) / 10).max(1);
+                    let ring = ring_cells(a, b, band, cols, rows);
+                    let wt = (20.0 / ring.len().max(1) as f32).min(1.0);
+                    for c in ring {
+                        push(&mut s, c, *class, false, wt, false);
+                    }
+                }
+            }
+        }
+        // Weak negatives count against every class.
+        for &(c, r) in &self.weak_cells {
+            push(&mut s, (c, r), 0, false, 1.0, true);
+        }
+        s
+    }
+
+    /// Refits the head and recomputes the mask.
+    fn update(&mut self) -> Result<Update> {
+        let t0 = Instant::now();
+        let samples = self.samples();
+        self.head.fit(&samples, &self.opts.head);
+        let fit_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let k = self.classes.len();
+        let (w, h) = (self.info.width as usize, self.info.height as usize);
+        let mut probs = vec![0f32; k * w * h];
+        let t1 = Instant::now();
+        if k > 0 {
+            let bias: Vec<f32> = (0..k).map(|c| self.head.effective_bias(c, &samples)).collect();
+            let coarse = self.grid.project(&self.head.weights, &bias);
+            let (gh, gw) = self.grid.padded();
+            let (ph, pw) = (gh * CELL, gw * CELL);
+            let mut full = vec![0f32; ph * pw];
+            for c in 0..k {
+                full.fill(0.0);
+                features::upsample_add(&coarse[c * gh * gw..(c + 1) * gh * gw], (gh, gw), &mut full, (ph, pw));
+                let p = &mut probs[c * w * h..(c + 1) * w * h];
+                for y in 0..h {
+                    for (o, z) in p[y * w..(y + 1) * w].iter_mut().zip(&full[y * pw..y * pw + w]) {
+                        *o = sigmoid(*z);
+                    }
+                }
+            }
+        }
+        let predict_ms = t1.elapsed().as_secs_f64() * 1e3;
+        let t2 = Instant::now();
+        if let Some(guide) = &self.guide {
+            for c in 0..k {
+                if self.head.effective_bias(c, &samples) > -19.0 {
+                    guide.filter(&mut probs[c * w * h..(c + 1) * w * h], self.opts.refine.eps);
+                }
+            }
+        }
+        let refine_ms = t2.elapsed().as_secs_f64() * 1e3;
+        let mut class_pixels = vec![0u64; k + 1];
+        for i in 0..w * h {
+            let mut best = (IGNORE, 0.5f32);
+            for c in 0..k {
+                let p = probs[c * w * h + i];
+                if p > best.1 {
+                    best = (c as u8, p);
+                }
+            }
+            self.labels[i] = best.0;
+            class_pixels[if best.0 == IGNORE { k } else { usize::from(best.0) }] += 1;
+        }
+        Ok(Update {
+            inputs: self.inputs.len(),
+            class_pixels,
+            fit_ms,
+            predict_ms,
+            refine_ms,
+            total_ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// The mask as an RGBA PNG: each class in its colour (or the class map's default one), transparent
+    /// where none.
+    pub fn overlay_png(&self) -> Result<Vec<u8>> {
+        use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+        use image::ImageEncoder;
+        let colours: Vec<[u8; 3]> = self
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.color.unwrap_or_else(|| crate::predict::default_colour(i)))
+            .collect();
+        let mut rgba = Vec::with_capacity(self.labels.len() * 4);
+        for &v in &self.labels {
+            match colours.get(usize::from(v)) {
+                Some(c) => rgba.extend_from_slice(&[c[0], c[1], c[2], 255]),
+                None => rgba.extend_from_slice(&[0, 0, 0, 0]),
+            }
+        }
+        let mut out = Vec::new();
+        PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Sub)
+            .write_image(&rgba, self.info.width, self.info.height, image::ExtendedColorType::Rgba8)
+            .map_err(|e| Error::Invalid(format!("cannot encode the overlay: {e}")))?;
+        Ok(out)
+    }
+}
+
+/// The cells a polyline passes through (each once, in order).
+fn stroke_cells(points: &[[f64; 2]], cell: impl Fn(f64, f64) -> (usize, usize)) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    let add = |c: (usize, usize), out: &mut Vec<(usize, usize)>| {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    };
+    add(cell(points[0][0], points[0][1]), &mut out);
+    for seg in points.windows(2) {
+        let ([ax, ay], [bx, by]) = (seg[0], seg[1]);
+        let steps = ((bx - ax).abs().max((by - ay).abs()) / (CELL as f64 / 2.0)).ceil().max(1.0) as usize;
+        for i in 1..=steps {
+            let t = i as f64 / steps as f64;
+            add(cell(ax + t * (bx - ax), ay + t * (by - ay)), &mut out);
+        }
+    }
+    out
+}
+
+/// The cells of a band `band` cells wide just outside the cell box `a`-`b`, inside the grid.
+fn ring_cells(a: (usize, usize), b: (usize, usize), band: usize, cols: usize, rows: usize) -> Vec<(usize, usize)> {
+    let (x0, y0) = (a.0.saturating_sub(band), a.1.saturating_sub(band));
+    let (x1, y1) = ((b.0 + band).min(cols - 1), (b.1 + band).min(rows - 1));
+    let mut out = Vec::new();
+    for r in y0..=y1 {
+        for c in x0..=x1 {
+            let inside = (a.0..=b.0).contains(&c) && (a.1..=b.1).contains(&r);
+            if !inside {
+                out.push((c, r));
+            }
+        }
+    }
+    out
+}
