@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use nadir_segment::encoder::FrozenEncoder;
-use nadir_segment::eval::{self, EvalRun, Labels};
 use nadir_indexer::raster::Window;
 use nadir_segment::dataset::TrainingSet;
+use nadir_segment::encoder::FrozenEncoder;
+use nadir_segment::eval::{self, EvalRun, Labels};
 use nadir_segment::interactive::protocol::{self, ProtocolOptions};
 use nadir_segment::interactive::script::{self, ScriptOptions};
 use nadir_segment::interactive::{HeadOptions, RefineOptions, SessionOptions};
@@ -394,7 +394,11 @@ pub fn segment(a: SegmentArgs) -> Result<()> {
     );
     let total = f64::from(r.width) * f64::from(r.height);
     for (i, c) in r.classes.iter().enumerate() {
-        println!("  {:<20} {:>6.2} %", c, 100.0 * r.update.class_pixels[i] as f64 / total);
+        println!(
+            "  {:<20} {:>6.2} %",
+            c,
+            100.0 * r.update.class_pixels[i] as f64 / total
+        );
     }
     if let (Some(p), Some(n)) = (&a.geojson, r.polygons) {
         println!("{n} polygons -> {}", p.display());
@@ -438,8 +442,16 @@ pub struct BenchInteractiveArgs {
     session: SessionArgs,
 }
 
+/// A benchmark set: its name, labelled images, classes, and the classes that are targets.
+type BenchSet = (
+    String,
+    Vec<eval::EvalImage>,
+    nadir_segment::ClassList,
+    Option<Vec<String>>,
+);
+
 pub fn bench_interactive(a: BenchInteractiveArgs) -> Result<()> {
-    let mut sets: Vec<(String, Vec<eval::EvalImage>, nadir_segment::ClassList, Option<Vec<String>>)> = Vec::new();
+    let mut sets: Vec<BenchSet> = Vec::new();
     if let Some(dir) = &a.data {
         let set = TrainingSet::discover(dir, a.classes.as_deref())?;
         let mut items = Vec::new();
@@ -461,7 +473,12 @@ pub fn bench_interactive(a: BenchInteractiveArgs) -> Result<()> {
         }
         if a.spacenet.join("sample_geotiff.tif").is_file() {
             let s = eval::spacenet(&a.spacenet)?;
-            sets.push(("spacenet".into(), s.test, s.classes, Some(vec!["building".into()])));
+            sets.push((
+                "spacenet".into(),
+                s.test,
+                s.classes,
+                Some(vec!["building".into()]),
+            ));
         } else {
             eprintln!("skipping SpaceNet: {} is absent", a.spacenet.display());
         }
@@ -507,7 +524,9 @@ pub fn bench_interactive(a: BenchInteractiveArgs) -> Result<()> {
     println!(
         "encoder {:?}, model {}, refine radius {}, {threads} threads",
         a.encoder,
-        a.model.as_ref().map_or("none".into(), |p| p.display().to_string()),
+        a.model
+            .as_ref()
+            .map_or("none".into(), |p| p.display().to_string()),
         a.session.refine_radius
     );
     println!();
@@ -518,7 +537,11 @@ pub fn bench_interactive(a: BenchInteractiveArgs) -> Result<()> {
         rows.push(None);
         for class in rows {
             let c = class.as_deref();
-            let n = r.targets.iter().filter(|t| c.is_none_or(|c| t.class == c)).count();
+            let n = r
+                .targets
+                .iter()
+                .filter(|t| c.is_none_or(|c| t.class == c))
+                .count();
             let ious: Vec<String> = protocol::REPORTED_CLICKS
                 .iter()
                 .map(|&k| format!("{:.3}", r.mean_iou(k, c)))
@@ -539,7 +562,12 @@ pub fn bench_interactive(a: BenchInteractiveArgs) -> Result<()> {
     for (name, r) in &reports {
         let mut f: Vec<f64> = r.images.iter().map(|i| i.features_ms / 1e3).collect();
         f.sort_by(f64::total_cmp);
-        let px = r.images.iter().map(|i| f64::from(i.width) * f64::from(i.height)).sum::<f64>() / r.images.len().max(1) as f64;
+        let px = r
+            .images
+            .iter()
+            .map(|i| f64::from(i.width) * f64::from(i.height))
+            .sum::<f64>()
+            / r.images.len().max(1) as f64;
         let mem = r.images.iter().map(|i| i.memory_bytes).max().unwrap_or(0) as f64 / (1 << 20) as f64;
         println!(
             "| {name} | {} | {:.0} | {:.2} | {mem:.0} | {:.0} | {:.0} |",

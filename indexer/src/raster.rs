@@ -556,7 +556,14 @@ impl Georef {
     pub fn window(&self, win: &Window) -> Result<Georef> {
         let (x, y) = (f64::from(win.x), f64::from(win.y));
         let g = self.gt;
-        let gt = [g[0] + x * g[1] + y * g[2], g[1], g[2], g[3] + x * g[4] + y * g[5], g[4], g[5]];
+        let gt = [
+            g[0] + x * g[1] + y * g[2],
+            g[1],
+            g[2],
+            g[3] + x * g[4] + y * g[5],
+            g[4],
+            g[5],
+        ];
         let inv = gt
             .invert()
             .map_err(|e| Error::input(&self.path, format!("geotransform {gt:?} is not invertible: {e}")))?;

@@ -45,6 +45,8 @@ impl Default for ServiceConfig {
 pub(crate) struct AppState {
     engine: Arc<Engine>,
     config: ServiceConfig,
+    /// The OpenAPI document served, as JSON.
+    doc: Arc<Value>,
 }
 
 /// The error body of every 4xx and 5xx answer.
@@ -285,8 +287,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(openapi())
+async fn openapi_json(State(s): State<AppState>) -> Json<Value> {
+    Json((*s.doc).clone())
 }
 
 async fn not_found() -> ApiError {
@@ -295,7 +297,17 @@ async fn not_found() -> ApiError {
 
 /// The service's router over an engine.
 pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
-    let state = AppState { engine, config };
+    router_with_doc(engine, config, openapi())
+}
+
+/// The service's router, serving `doc` at `/openapi.json` ([`openapi`] merged with the routes a
+/// caller adds).
+pub fn router_with_doc(engine: Arc<Engine>, config: ServiceConfig, doc: utoipa::openapi::OpenApi) -> Router {
+    let state = AppState {
+        engine,
+        config,
+        doc: Arc::new(serde_json::to_value(doc).expect("the OpenAPI document serialises")),
+    };
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi_json))

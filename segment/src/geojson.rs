@@ -19,13 +19,28 @@ use crate::vectorize::polygonize;
 pub fn write_polygons(
     path: &Path,
     labels: &[u8],
-    (w, h): (u32, u32),
+    size: (u32, u32),
     georef: Option<&Georef>,
     classes: &[ClassInfo],
     min_pixels: usize,
 ) -> Result<usize> {
+    let fc = polygons(labels, size, georef, classes, min_pixels).map_err(|e| Error::input(path, e))?;
+    let n = fc["features"].as_array().map_or(0, Vec::len);
+    let bytes = serde_json::to_vec(&fc).map_err(|e| Error::input(path, e))?;
+    nadir_indexer::fsutil::write_atomic(path, &bytes)?;
+    Ok(n)
+}
+
+/// The polygons of `labels` as a GeoJSON FeatureCollection (see [`write_polygons`]).
+pub fn polygons(
+    labels: &[u8],
+    (w, h): (u32, u32),
+    georef: Option<&Georef>,
+    classes: &[ClassInfo],
+    min_pixels: usize,
+) -> Result<Value> {
     let regions = polygonize(labels, w as usize, h as usize, Some(IGNORE), min_pixels.max(1))
-        .map_err(|m| Error::input(path, m))?;
+        .map_err(Error::Invalid)?;
     let pixel_area_m2 = match georef {
         Some(g) => Some(g.pixel_size_m(w, h)?.powi(2)),
         None => None,
@@ -55,9 +70,7 @@ pub fn write_polygons(
     if georef.is_none() {
         fc["nadir:coordinates"] = json!("pixel (x right, y down) of a plain image without georeference");
     }
-    let bytes = serde_json::to_vec(&fc).map_err(|e| Error::input(path, e))?;
-    nadir_indexer::fsutil::write_atomic(path, &bytes)?;
-    Ok(regions.len())
+    Ok(fc)
 }
 
 /// A pixel-space polygon in WGS84, exterior counter-clockwise.

@@ -364,11 +364,12 @@ pub fn write_class_map(
     let tmp = tmp_path(out);
     let res = (|| -> Result<()> {
         let mut ds = create_geotiff(classes, (w, h), georef, &tmp)?;
-        let mut band = ds.rasterband(1).map_err(|e| Error::input(&tmp, e))?;
-        let mut buf = Buffer::new((w as usize, h as usize), labels.to_vec());
-        band.write((0, 0), (w as usize, h as usize), &mut buf)
-            .map_err(|e| Error::input(&tmp, format!("cannot write: {e}")))?;
-        drop(band);
+        {
+            let mut band = ds.rasterband(1).map_err(|e| Error::input(&tmp, e))?;
+            let mut buf = Buffer::new((w as usize, h as usize), labels.to_vec());
+            band.write((0, 0), (w as usize, h as usize), &mut buf)
+                .map_err(|e| Error::input(&tmp, format!("cannot write: {e}")))?;
+        }
         ds.flush_cache().map_err(|e| Error::input(&tmp, e))?;
         Ok(())
     })();

@@ -14,3 +14,5 @@ mod labels;
 mod segment;
 #[path = "e2e/service.rs"]
 mod service;
+#[path = "e2e/sessions.rs"]
+mod sessions;

@@ -8,7 +8,11 @@
 //! - `GET /api/scenes`, `GET /api/footprints?bbox=`, `GET /api/patches?offset=&limit=`: scene
 //!   outlines, patch footprints in a view, pages of patches ([`catalogue`]).
 //!
-//! These routes are not in the OpenAPI document (`/openapi.json` describes the query API).
+//! - `/api/segment/sessions...`: interactive segmentation of a scene ([`sessions`]), in the
+//!   OpenAPI document.
+//!
+//! The page, tile and catalogue routes are not in the OpenAPI document (`/openapi.json`
+//! describes the query API and the sessions).
 
 pub mod assets;
 pub mod cache;
@@ -16,6 +20,7 @@ pub mod catalogue;
 pub mod error;
 pub mod mask;
 pub mod mercator;
+pub mod sessions;
 pub mod tiles;
 
 use std::net::SocketAddr;
@@ -58,7 +63,11 @@ pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
         .route("/api/footprints", get(footprints))
         .route("/api/patches", get(patches))
         .with_state(state);
-    service::router(engine, config).merge(web)
+    let mut doc = service::openapi();
+    doc.merge(<sessions::SessionsDoc as utoipa::OpenApi>::openapi());
+    service::router_with_doc(engine.clone(), config, doc)
+        .merge(web)
+        .merge(sessions::routes(engine))
 }
 
 /// Serves the UI and the API for `engine` on `addr` until Ctrl-C.

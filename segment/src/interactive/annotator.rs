@@ -151,7 +151,11 @@ mod tests {
                 let mut best = f32::INFINITY;
                 for yy in -1..=h as i64 {
                     for xx in -1..=w as i64 {
-                        let outside = xx < 0 || yy < 0 || xx >= w as i64 || yy >= h as i64 || !mask[yy as usize * w + xx as usize];
+                        let outside = xx < 0
+                            || yy < 0
+                            || xx >= w as i64
+                            || yy >= h as i64
+                            || !mask[yy as usize * w + xx as usize];
                         if outside {
                             best = best.min(((xx - x as i64).pow(2) + (yy - y as i64).pow(2)) as f32);
                         }

@@ -139,10 +139,12 @@ impl FeatureGrid {
 
     /// The feature vector of stride-4 cell (`col`, `row`), appended to `out`.
     pub fn sample(&self, col: usize, row: usize, out: &mut Vec<f32>) {
+        let (gh, gw) = self.padded();
         for l in &self.levels {
-            let f = CELL as f64 / l.stride as f64;
-            let (x0, x1, tx) = tap((col as f64 + 0.5) * f - 0.5, l.w);
-            let (y0, y1, ty) = tap((row as f64 + 0.5) * f - 0.5, l.h);
+            // The ratio of the sizes, as `project`'s upsampling takes it (4 / stride).
+            let (fx, fy) = (l.w as f64 / gw as f64, l.h as f64 / gh as f64);
+            let (x0, x1, tx) = tap((col as f64 + 0.5) * fx - 0.5, l.w);
+            let (y0, y1, ty) = tap((row as f64 + 0.5) * fy - 0.5, l.h);
             let wts = [(1.0 - ty) * (1.0 - tx), (1.0 - ty) * tx, ty * (1.0 - tx), ty * tx];
             let idx = [y0 * l.w + x0, y0 * l.w + x1, y1 * l.w + x0, y1 * l.w + x1];
             let plane = l.h * l.w;
@@ -250,9 +252,9 @@ fn log_odds(level: &mut Level) {
         let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let e: Vec<f32> = z.iter().map(|v| (v - m).exp()).collect();
         let total: f32 = e.iter().sum();
-        for c in 0..k {
-            let rest = (total - e[c]).max(1e-30);
-            level.data[c * plane + i] = (e[c].max(1e-30) / rest).ln().clamp(-12.0, 12.0);
+        for (c, ec) in e.iter().enumerate() {
+            let rest = (total - ec).max(1e-30);
+            level.data[c * plane + i] = (ec.max(1e-30) / rest).ln().clamp(-12.0, 12.0);
         }
     }
 }
@@ -317,9 +319,16 @@ mod tests {
                 f.clear();
                 g.sample(col, row, &mut f);
                 for ki in 0..k {
-                    let want: f32 = bias[ki] + f.iter().zip(&weights[ki * d..(ki + 1) * d]).map(|(a, b)| a * b).sum::<f32>();
+                    let want: f32 = bias[ki]
+                        + f.iter()
+                            .zip(&weights[ki * d..(ki + 1) * d])
+                            .map(|(a, b)| a * b)
+                            .sum::<f32>();
                     let got = z[ki * gh * gw + row * gw + col];
-                    assert!((want - got).abs() < 1e-4, "cell ({col}, {row}) class {ki}: {want} vs {got}");
+                    assert!(
+                        (want - got).abs() < 1e-4,
+                        "cell ({col}, {row}) class {ki}: {want} vs {got}"
+                    );
                 }
             }
         }

@@ -109,7 +109,9 @@ impl Head {
 
     /// Whether class `k` starts from a prior (it predicts something before any label).
     fn has_prior(&self, k: usize) -> bool {
-        self.init_weights[k * self.dim..(k + 1) * self.dim].iter().any(|&v| v != 0.0)
+        self.init_weights[k * self.dim..(k + 1) * self.dim]
+            .iter()
+            .any(|&v| v != 0.0)
     }
 
     /// The bias actually used for class `k`: [`ABSENT`] when it has no positive sample and no prior.
@@ -137,7 +139,8 @@ impl Head {
         let (mut pos, mut neg) = (0f32, 0f32);
         for i in 0..s.len() {
             let is_pos = s.class[i] == k && s.positive[i];
-            let is_neg = (s.class[i] == k && !s.positive[i]) || (s.class[i] != k && s.positive[i] && !s.weak[i]);
+            let is_neg =
+                (s.class[i] == k && !s.positive[i]) || (s.class[i] != k && s.positive[i] && !s.weak[i]);
             let is_weak = s.weak[i];
             if is_pos {
                 pos += s.weight[i];
@@ -162,7 +165,10 @@ impl Head {
         // Weak negatives are unlabelled cells, some of them of the class (a positive-unlabelled
         // problem): from the second round on, each weighs by how unlike the class the last fit
         // found it.
-        let mut weak_wt: Vec<f32> = rows.iter().map(|&i| if s.weak[i] { s.weight[i] } else { 0.0 }).collect();
+        let mut weak_wt: Vec<f32> = rows
+            .iter()
+            .map(|&i| if s.weak[i] { s.weight[i] } else { 0.0 })
+            .collect();
         for round in 0..opts.rounds.max(1) {
             if round > 0 {
                 for (j, &i) in rows.iter().enumerate() {

@@ -27,8 +27,8 @@ use crate::model::Segmenter;
 use features::{FeatureGrid, CELL};
 pub use head::HeadOptions;
 use head::{sigmoid, Head, Samples};
-pub use refine::RefineOptions;
 use refine::Guide;
+pub use refine::RefineOptions;
 
 /// One input of the analyst, in pixel coordinates of the session's image (x right, y down).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,7 +142,12 @@ pub struct Session {
     /// Offset of the prior channels in a cell's feature vector.
     prior_offset: usize,
     inputs: Vec<Input>,
-    undone: Vec<Input>,
+    /// The head before each input (None where inputs came in a batch), so that undo restores the
+    /// mask exactly; and the undone inputs with the head each had.
+    before: Vec<Option<Head>>,
+    undone: Vec<(Input, Head)>,
+    /// The head with no input (the classes' starting points).
+    initial: Head,
     weak_cells: Vec<(usize, usize)>,
     guide: Option<Guide>,
     labels: Vec<u8>,
@@ -173,7 +178,9 @@ impl Session {
     ) -> Result<Self> {
         let (w, h) = image.dimensions();
         if w < 8 || h < 8 {
-            return Err(Error::Invalid(format!("the image is {w}x{h} px: too small to segment")));
+            return Err(Error::Invalid(format!(
+                "the image is {w}x{h} px: too small to segment"
+            )));
         }
         if u64::from(w) * u64::from(h) > opts.max_pixels {
             return Err(Error::Invalid(format!(
@@ -203,6 +210,7 @@ impl Session {
         let guide = (opts.refine.radius > 0).then(|| Guide::new(&image, opts.refine.radius));
         let features_ms = start.elapsed().as_secs_f64() * 1e3;
         let memory_bytes = grid.bytes() + image.as_raw().len() * 4 + (w * h) as usize * (1 + 12);
+        let grid_dim = grid.dim();
         let mut session = Self {
             head: Head::new(grid.dim()),
             grid,
@@ -212,7 +220,9 @@ impl Session {
             prior_classes,
             prior_offset,
             inputs: Vec::new(),
+            before: Vec::new(),
             undone: Vec::new(),
+            initial: Head::new(grid_dim),
             weak_cells,
             guide,
             labels: vec![IGNORE; (w * h) as usize],
@@ -228,9 +238,14 @@ impl Session {
         for c in classes {
             session.add_class(c)?;
         }
-        session.update()?;
+        session.update(false)?;
         session.info.features_ms = start.elapsed().as_secs_f64() * 1e3;
-        tracing::info!(width = w, height = h, ms = session.info.features_ms, "interactive session ready");
+        tracing::info!(
+            width = w,
+            height = h,
+            ms = session.info.features_ms,
+            "interactive session ready"
+        );
         Ok(session)
     }
 
@@ -240,7 +255,10 @@ impl Session {
             return Err(Error::Invalid("a class needs a name".into()));
         }
         if self.classes.iter().any(|c| c.name == class.name) {
-            return Err(Error::Invalid(format!("the session already has a class {:?}", class.name)));
+            return Err(Error::Invalid(format!(
+                "the session already has a class {:?}",
+                class.name
+            )));
         }
         if self.classes.len() + 1 >= usize::from(IGNORE) {
             return Err(Error::Invalid(format!("at most {} classes", IGNORE - 1)));
@@ -254,7 +272,16 @@ impl Session {
             w[self.prior_offset + j] = 1.0;
             (w, 0.0)
         });
-        self.head.add_class(init);
+        self.head.add_class(init.clone());
+        self.initial.add_class(init.clone());
+        for h in self
+            .before
+            .iter_mut()
+            .flatten()
+            .chain(self.undone.iter_mut().map(|(_, h)| h))
+        {
+            h.add_class(init.clone());
+        }
         self.prior_channel.push(channel);
         self.classes.push(class);
         Ok(self.classes.len() - 1)
@@ -263,14 +290,16 @@ impl Session {
     /// Replaces the classes: every input goes, the head starts again (the features stay).
     pub fn reset(&mut self, classes: Vec<ClassInfo>) -> Result<Update> {
         self.inputs.clear();
+        self.before.clear();
         self.undone.clear();
         self.classes.clear();
         self.prior_channel.clear();
         self.head = Head::new(self.grid.dim());
+        self.initial = Head::new(self.grid.dim());
         for c in classes {
             self.add_class(c)?;
         }
-        self.update()
+        self.update(false)
     }
 
     pub fn classes(&self) -> &[ClassInfo] {
@@ -298,7 +327,8 @@ impl Session {
     /// Adds an input and updates the mask.
     pub fn add(&mut self, input: Input) -> Result<Update> {
         self.push_input(input)?;
-        self.update()
+        *self.before.last_mut().expect("just pushed") = Some(self.head.clone());
+        self.update(true)
     }
 
     /// Adds an input without updating the mask (then [`Self::refresh`]): many inputs at once.
@@ -311,36 +341,50 @@ impl Session {
             )));
         }
         self.inputs.push(input);
+        self.before.push(None);
         self.undone.clear();
         Ok(())
     }
 
     /// Refits the head to the inputs and recomputes the mask.
     pub fn refresh(&mut self) -> Result<Update> {
-        self.update()
+        self.update(true)
     }
 
-    /// Takes the last input back (nothing to undo: the mask as it is).
+    /// Takes the last input back: the mask it replaced comes back exactly (nothing to undo: the
+    /// mask as it is).
     pub fn undo(&mut self) -> Result<Update> {
-        if let Some(i) = self.inputs.pop() {
-            self.undone.push(i);
+        let Some(input) = self.inputs.pop() else {
+            return self.update(false);
+        };
+        let before = self.before.pop().flatten();
+        self.undone.push((input, self.head.clone()));
+        match before {
+            Some(h) => {
+                self.head = h;
+                self.update(false)
+            }
+            None => self.update(true),
         }
-        self.update()
     }
 
-    /// Puts the last undone input back.
+    /// Puts the last undone input back, with the mask it had.
     pub fn redo(&mut self) -> Result<Update> {
-        if let Some(i) = self.undone.pop() {
-            self.inputs.push(i);
-        }
-        self.update()
+        let Some((input, head)) = self.undone.pop() else {
+            return self.update(false);
+        };
+        self.inputs.push(input);
+        self.before.push(Some(std::mem::replace(&mut self.head, head)));
+        self.update(false)
     }
 
     /// Removes every input.
     pub fn clear(&mut self) -> Result<Update> {
         self.inputs.clear();
+        self.before.clear();
         self.undone.clear();
-        self.update()
+        self.head = self.initial.clone();
+        self.update(false)
     }
 
     fn check(&self, input: &Input) -> Result<()> {
@@ -352,7 +396,8 @@ impl Session {
                 self.classes.len()
             )));
         }
-        let inside = |x: f64, y: f64| x.is_finite() && y.is_finite() && (0.0..w).contains(&x) && (0.0..h).contains(&y);
+        let inside =
+            |x: f64, y: f64| x.is_finite() && y.is_finite() && (0.0..w).contains(&x) && (0.0..h).contains(&y);
         match input {
             Input::Point { x, y, .. } if !inside(*x, *y) => Err(Error::Invalid(format!(
                 "the point ({x}, {y}) is outside the {w}x{h} px image"
@@ -396,7 +441,12 @@ impl Session {
                 ((y / CELL as f64) as usize).min(rows - 1),
             )
         };
-        let mut push = |s: &mut Samples, (c, r): (usize, usize), class: usize, positive: bool, weight: f32, weak: bool| {
+        let mut push = |s: &mut Samples,
+                        (c, r): (usize, usize),
+                        class: usize,
+                        positive: bool,
+                        weight: f32,
+                        weak: bool| {
             f.clear();
             self.grid.sample(c, r, &mut f);
             s.push(&f, class, positive, weight, weak);
@@ -404,7 +454,12 @@ impl Session {
         let radius = self.opts.click_radius as isize;
         for input in &self.inputs {
             match input {
-                Input::Point { x, y, class, positive } => {
+                Input::Point {
+                    x,
+                    y,
+                    class,
+                    positive,
+                } => {
                     let (c, r) = cell(*x, *y);
                     for dy in -radius..=radius {
                         for dx in -radius..=radius {
@@ -417,7 +472,11 @@ impl Session {
                         }
                     }
                 }
-                Input::Scribble { points, class, positive } => {
+                Input::Scribble {
+                    points,
+                    class,
+                    positive,
+                } => {
                     let cells = stroke_cells(points, cell);
                     // A stroke weighs at most as much as ten clicks.
                     let wt = (10.0 / cells.len() as f32).min(1.0);
@@ -425,7 +484,13 @@ impl Session {
                         push(&mut s, c, *class, *positive, wt, false);
                     }
                 }
-                Input::Box { x0, y0, x1, y1, class } => {
+                Input::Box {
+                    x0,
+                    y0,
+                    x1,
+                    y1,
+                    class,
+                } => {
                     let (a, b) = (cell(*x0, *y0), cell(*x1, *y1));
                     let (cx, cy) = ((a.0 + b.0) / 2, (a.1 + b.1) / 2);
                     push(&mut s, (cx, cy), *class, true, 1.0, false);
@@ -445,11 +510,13 @@ impl Session {
         s
     }
 
-    /// Refits the head and recomputes the mask.
-    fn update(&mut self) -> Result<Update> {
+    /// Refits the head (when `fit`) and recomputes the mask.
+    fn update(&mut self, fit: bool) -> Result<Update> {
         let t0 = Instant::now();
         let samples = self.samples();
-        self.head.fit(&samples, &self.opts.head);
+        if fit {
+            self.head.fit(&samples, &self.opts.head);
+        }
         let fit_ms = t0.elapsed().as_secs_f64() * 1e3;
         let k = self.classes.len();
         let (w, h) = (self.info.width as usize, self.info.height as usize);
@@ -463,7 +530,12 @@ impl Session {
             let mut full = vec![0f32; ph * pw];
             for c in 0..k {
                 full.fill(0.0);
-                features::upsample_add(&coarse[c * gh * gw..(c + 1) * gh * gw], (gh, gw), &mut full, (ph, pw));
+                features::upsample_add(
+                    &coarse[c * gh * gw..(c + 1) * gh * gw],
+                    (gh, gw),
+                    &mut full,
+                    (ph, pw),
+                );
                 let p = &mut probs[c * w * h..(c + 1) * w * h];
                 for y in 0..h {
                     for (o, z) in p[y * w..(y + 1) * w].iter_mut().zip(&full[y * pw..y * pw + w]) {
@@ -524,7 +596,12 @@ impl Session {
         }
         let mut out = Vec::new();
         PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Sub)
-            .write_image(&rgba, self.info.width, self.info.height, image::ExtendedColorType::Rgba8)
+            .write_image(
+                &rgba,
+                self.info.width,
+                self.info.height,
+                image::ExtendedColorType::Rgba8,
+            )
             .map_err(|e| Error::Invalid(format!("cannot encode the overlay: {e}")))?;
         Ok(out)
     }
@@ -541,7 +618,9 @@ fn stroke_cells(points: &[[f64; 2]], cell: impl Fn(f64, f64) -> (usize, usize)) 
     add(cell(points[0][0], points[0][1]), &mut out);
     for seg in points.windows(2) {
         let ([ax, ay], [bx, by]) = (seg[0], seg[1]);
-        let steps = ((bx - ax).abs().max((by - ay).abs()) / (CELL as f64 / 2.0)).ceil().max(1.0) as usize;
+        let steps = ((bx - ax).abs().max((by - ay).abs()) / (CELL as f64 / 2.0))
+            .ceil()
+            .max(1.0) as usize;
         for i in 1..=steps {
             let t = i as f64 / steps as f64;
             add(cell(ax + t * (bx - ax), ay + t * (by - ay)), &mut out);
@@ -551,7 +630,13 @@ fn stroke_cells(points: &[[f64; 2]], cell: impl Fn(f64, f64) -> (usize, usize)) 
 }
 
 /// The cells of a band `band` cells wide just outside the cell box `a`-`b`, inside the grid.
-fn ring_cells(a: (usize, usize), b: (usize, usize), band: usize, cols: usize, rows: usize) -> Vec<(usize, usize)> {
+fn ring_cells(
+    a: (usize, usize),
+    b: (usize, usize),
+    band: usize,
+    cols: usize,
+    rows: usize,
+) -> Vec<(usize, usize)> {
     let (x0, y0) = (a.0.saturating_sub(band), a.1.saturating_sub(band));
     let (x1, y1) = ((b.0 + band).min(cols - 1), (b.1 + band).min(rows - 1));
     let mut out = Vec::new();

@@ -112,7 +112,11 @@ impl ProtocolReport {
 
     /// The `q` quantile (0..1) of update times over all clicks.
     pub fn update_ms_quantile(&self, q: f64) -> f64 {
-        let mut all: Vec<f64> = self.targets.iter().flat_map(|t| t.update_ms.iter().copied()).collect();
+        let mut all: Vec<f64> = self
+            .targets
+            .iter()
+            .flat_map(|t| t.update_ms.iter().copied())
+            .collect();
         if all.is_empty() {
             return f64::NAN;
         }
@@ -216,7 +220,9 @@ pub fn run(
                 name: class.name.clone(),
                 color: class.color,
             }])?;
-            let as_truth = |labels: &[u8]| -> Vec<u8> { labels.iter().map(|&l| if l == 0 { c } else { IGNORE }).collect() };
+            let as_truth = |labels: &[u8]| -> Vec<u8> {
+                labels.iter().map(|&l| if l == 0 { c } else { IGNORE }).collect()
+            };
             let mut run = TargetRun {
                 image: name.clone(),
                 class: class.name.clone(),
@@ -234,22 +240,45 @@ pub fn run(
                     continue;
                 };
                 run.positive_clicks += usize::from(positive);
-                let up = session.add(Input::Point { x, y, class: 0, positive })?;
+                let up = session.add(Input::Point {
+                    x,
+                    y,
+                    class: 0,
+                    positive,
+                })?;
                 run.update_ms.push(up.total_ms);
                 run.iou.push(binary_iou(&truth, &as_truth(session.labels()), c));
                 let k = run.iou.len() - 1;
-                if let Some(dir) = opts.dump.as_ref().filter(|_| k == 1 || k == 5 || k == opts.clicks) {
-                    let file = dir.join(format!("{}-{}-{k}.png", short(&name).replace('/', "-"), class.name));
+                if let Some(dir) = opts
+                    .dump
+                    .as_ref()
+                    .filter(|_| k == 1 || k == 5 || k == opts.clicks)
+                {
+                    let file = dir.join(format!(
+                        "{}-{}-{k}.png",
+                        short(&name).replace('/', "-"),
+                        class.name
+                    ));
                     let img = image::GrayImage::from_fn(win.width, win.height, |x, y| {
                         let i = (y * win.width + x) as usize;
-                        image::Luma([if session.labels()[i] == 0 { 255 } else if truth[i] == c { 110 } else { 0 }])
+                        image::Luma([if session.labels()[i] == 0 {
+                            255
+                        } else if truth[i] == c {
+                            110
+                        } else {
+                            0
+                        }])
                     });
-                    img.save(&file).map_err(|e| crate::Error::Invalid(format!("{}: {e}", file.display())))?;
+                    img.save(&file)
+                        .map_err(|e| crate::Error::Invalid(format!("{}: {e}", file.display())))?;
                 }
             }
             tracing::info!(image = %name, class = %class.name, iou = ?run.iou.last(), seconds = t0.elapsed().as_secs_f64(), "target done");
             report.targets.push(run);
-            progress(report.targets.len(), &format!("{} / {}", short(&name), class.name));
+            progress(
+                report.targets.len(),
+                &format!("{} / {}", short(&name), class.name),
+            );
         }
     }
     Ok(report)

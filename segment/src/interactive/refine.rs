@@ -20,10 +20,7 @@ pub struct RefineOptions {
 
 impl Default for RefineOptions {
     fn default() -> Self {
-        Self {
-            radius: 8,
-            eps: 1e-3,
-        }
+        Self { radius: 8, eps: 1e-3 }
     }
 }
 
@@ -91,7 +88,7 @@ pub(crate) fn box_mean(src: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
         let mut acc = 0f64;
         let mut hi = 0; // next index to add
         let mut lo = 0; // next index to remove
-        for x in 0..w {
+        for (x, ox) in o.iter_mut().enumerate() {
             let (a, b) = (x.saturating_sub(r), (x + r + 1).min(w));
             while hi < b {
                 acc += f64::from(s[hi]);
@@ -101,7 +98,7 @@ pub(crate) fn box_mean(src: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
                 acc -= f64::from(s[lo]);
                 lo += 1;
             }
-            o[x] = (acc / (b - a) as f64) as f32;
+            *ox = (acc / (b - a) as f64) as f32;
         }
     }
     let mut out = vec![0f32; w * h];

@@ -89,11 +89,19 @@ pub fn run(opts: &ScriptOptions) -> Result<ScriptReport> {
         .map_err(|e| Error::input(&opts.scene, e))?;
     let n = inputs.len();
     for input in inputs {
-        session.push_input(input).map_err(|e| Error::input(&opts.inputs, e))?;
+        session
+            .push_input(input)
+            .map_err(|e| Error::input(&opts.inputs, e))?;
     }
     let update = session.refresh()?;
     let size = (win.width, win.height);
-    crate::predict::write_class_map(&opts.out, session.labels(), size, georef.as_ref(), session.classes())?;
+    crate::predict::write_class_map(
+        &opts.out,
+        session.labels(),
+        size,
+        georef.as_ref(),
+        session.classes(),
+    )?;
     let polygons = match &opts.geojson {
         Some(p) => Some(crate::geojson::write_polygons(
             p,
@@ -118,9 +126,14 @@ pub fn run(opts: &ScriptOptions) -> Result<ScriptReport> {
 
 /// The classes and inputs of a GeoJSON file: classes in order of first mention (after the
 /// model's, when there is a model), coordinates turned into the window's pixels.
-pub fn read_inputs(path: &Path, georef: Option<&Georef>, prior: Option<&Segmenter>) -> Result<(Vec<ClassInfo>, Vec<Input>)> {
+pub fn read_inputs(
+    path: &Path,
+    georef: Option<&Georef>,
+    prior: Option<&Segmenter>,
+) -> Result<(Vec<ClassInfo>, Vec<Input>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| Error::input(path, format!("not JSON: {e}")))?;
+    let doc: Value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::input(path, format!("not JSON: {e}")))?;
     let features: Vec<&Value> = match doc["type"].as_str() {
         Some("FeatureCollection") => doc["features"]
             .as_array()
@@ -128,12 +141,20 @@ pub fn read_inputs(path: &Path, georef: Option<&Georef>, prior: Option<&Segmente
             .iter()
             .collect(),
         Some("Feature") => vec![&doc],
-        _ => return Err(Error::input(path, "expected a GeoJSON FeatureCollection or Feature")),
+        _ => {
+            return Err(Error::input(
+                path,
+                "expected a GeoJSON FeatureCollection or Feature",
+            ))
+        }
     };
     if features.len() > MAX_INPUT_FEATURES {
         return Err(Error::input(
             path,
-            format!("{} features, over the limit of {MAX_INPUT_FEATURES}", features.len()),
+            format!(
+                "{} features, over the limit of {MAX_INPUT_FEATURES}",
+                features.len()
+            ),
         ));
     }
     let mut classes: Vec<ClassInfo> = prior.map_or_else(Vec::new, |m| m.config().classes.clone());
@@ -153,7 +174,10 @@ pub fn read_inputs(path: &Path, georef: Option<&Georef>, prior: Option<&Segmente
                 }
             },
             Value::Number(n) => {
-                let k = n.as_u64().ok_or_else(|| bad(format!("class {n} is not a class index")))? as usize;
+                let k = n
+                    .as_u64()
+                    .ok_or_else(|| bad(format!("class {n} is not a class index")))?
+                    as usize;
                 while classes.len() <= k {
                     classes.push(ClassInfo {
                         name: format!("class {}", classes.len()),
@@ -167,7 +191,11 @@ pub fn read_inputs(path: &Path, georef: Option<&Georef>, prior: Option<&Segmente
         let positive = match &props["positive"] {
             Value::Null => true,
             Value::Bool(b) => *b,
-            other => return Err(bad(format!("`properties.positive` must be true or false, got {other}"))),
+            other => {
+                return Err(bad(format!(
+                    "`properties.positive` must be true or false, got {other}"
+                )))
+            }
         };
         let to_pixel = |c: &Value| -> Result<[f64; 2]> {
             let (a, b) = match c.as_array().map(Vec::as_slice) {
@@ -189,7 +217,12 @@ pub fn read_inputs(path: &Path, georef: Option<&Georef>, prior: Option<&Segmente
         match geom["type"].as_str() {
             Some("Point") => {
                 let [x, y] = to_pixel(&geom["coordinates"])?;
-                inputs.push(Input::Point { x, y, class, positive });
+                inputs.push(Input::Point {
+                    x,
+                    y,
+                    class,
+                    positive,
+                });
             }
             Some("LineString") => {
                 let pts = geom["coordinates"]
