@@ -425,67 +425,42 @@ mod interactive {
             ..SessionOptions::default()
         };
         let mut s = Session::new(&encoder(), img, classes(&["a"]), None, opts).unwrap();
-        let e = s
-            .add(Input::Point {
-                x: 64.0,
-                y: 3.0,
-                class: 0,
-                positive: true,
-            })
-            .unwrap_err();
-        assert!(e.to_string().contains("outside"), "{e}");
-        let e = s
-            .add(Input::Point {
-                x: 3.0,
-                y: f64::NAN,
-                class: 0,
-                positive: true,
-            })
-            .unwrap_err();
-        assert!(e.to_string().contains("outside"), "{e}");
-        let e = s
-            .add(Input::Point {
-                x: 3.0,
-                y: 3.0,
-                class: 1,
-                positive: true,
-            })
-            .unwrap_err();
-        assert!(e.to_string().contains("class 1 does not exist"), "{e}");
-        let e = s
-            .add(Input::Scribble {
-                points: vec![],
-                class: 0,
-                positive: true,
-            })
-            .unwrap_err();
-        assert!(e.to_string().contains("scribble needs"), "{e}");
-        let e = s
-            .add(Input::Box {
-                x0: 10.0,
-                y0: 3.0,
-                x1: 5.0,
-                y1: 9.0,
-                class: 0,
-            })
-            .unwrap_err();
-        assert!(e.to_string().contains("x0 < x1"), "{e}");
-        s.add(Input::Point {
-            x: 3.0,
-            y: 3.0,
-            class: 0,
+        let point = |x, y, class| Input::Point {
+            x,
+            y,
+            class,
             positive: true,
-        })
-        .unwrap();
-        let e = s
-            .add(Input::Point {
-                x: 5.0,
-                y: 3.0,
-                class: 0,
-                positive: true,
-            })
-            .unwrap_err();
-        assert!(e.to_string().contains("limit of 1 inputs"), "{e}");
+        };
+        let refused = [
+            (point(64.0, 3.0, 0), "outside"),
+            (point(3.0, f64::NAN, 0), "outside"),
+            (point(3.0, 3.0, 1), "class 1 does not exist"),
+            (
+                Input::Scribble {
+                    points: vec![],
+                    class: 0,
+                    positive: true,
+                },
+                "scribble needs",
+            ),
+            (
+                Input::Box {
+                    x0: 10.0,
+                    y0: 3.0,
+                    x1: 5.0,
+                    y1: 9.0,
+                    class: 0,
+                },
+                "x0 < x1",
+            ),
+        ];
+        for (input, msg) in refused {
+            let e = s.add(input).unwrap_err().to_string();
+            assert!(e.contains(msg), "{e}");
+        }
+        s.add(point(3.0, 3.0, 0)).unwrap();
+        let e = s.add(point(5.0, 3.0, 0)).unwrap_err().to_string();
+        assert!(e.contains("limit of 1 inputs"), "{e}");
         assert!(s
             .add_class(nadir_segment::ClassInfo {
                 name: "a".into(),

@@ -71,3 +71,12 @@ pub async fn json_call(app: Router, method: &str, uri: &str, body: Option<Value>
     let (status, bytes) = call(app, method, uri, body).await;
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
+
+/// A small multi-threaded runtime for driving the router.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -15,7 +15,7 @@ use nadir_query::Engine;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::common::{call, json_call, lite_towers_present, root};
+use crate::common::{call, json_call, lite_towers_present, root, rt};
 
 struct Demo {
     _dir: tempfile::TempDir,
@@ -49,14 +49,6 @@ fn demo() -> Option<&'static Demo> {
 
 fn app(engine: Arc<Engine>) -> Router {
     router(engine, ServiceConfig::default())
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

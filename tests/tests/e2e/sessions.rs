@@ -12,15 +12,7 @@ use nadir_query::service::ServiceConfig;
 use nadir_query::Engine;
 use serde_json::{json, Value};
 
-use crate::common::{call, json_call, lite_towers_present, root};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use crate::common::{call, json_call, lite_towers_present, root, rt};
 
 /// An index of the Manila scene and the web router over it.
 fn app(dir: &std::path::Path) -> Result<Router> {
