@@ -297,9 +297,18 @@ pub struct SessionArgs {
     /// Regularisation of the edge refinement (grey levels 0-1, squared).
     #[arg(long, default_value_t = 1e-3)]
     refine_eps: f32,
-    /// A click labels the stride-4 cells within this radius (0: its own cell only).
+    /// A click labels the stride-4 cells within this radius (0: its own cell only); unused with
+    /// superpixels.
     #[arg(long, default_value_t = 1)]
     click_radius: usize,
+    /// Side of the superpixels in pixels: a click labels its superpixel, probabilities are
+    /// averaged over each (0: no superpixels).
+    #[arg(long, default_value_t = 16)]
+    superpixels: usize,
+    /// How strongly the head holds each superpixel against clicks spreading over the superpixel
+    /// graph (0: no propagation).
+    #[arg(long, default_value_t = 0.1)]
+    propagation: f32,
     /// L2 pull of each class's probe towards its start (zero, or the model's prediction).
     #[arg(long, default_value_t = 1e-2)]
     l2: f32,
@@ -331,6 +340,8 @@ impl SessionArgs {
                 eps: self.refine_eps,
             },
             click_radius: self.click_radius,
+            superpixel_size: self.superpixels,
+            propagation: self.propagation,
             weak_negatives: self.weak_negatives,
             max_pixels: (self.max_megapixels * 1e6) as u64,
             ..SessionOptions::default()

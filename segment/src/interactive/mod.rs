@@ -10,9 +10,11 @@
 pub mod annotator;
 pub mod features;
 pub mod head;
+pub mod propagate;
 pub mod protocol;
 pub mod refine;
 pub mod script;
+pub mod superpixels;
 
 use std::time::Instant;
 
@@ -27,8 +29,10 @@ use crate::model::Segmenter;
 use features::{FeatureGrid, CELL};
 pub use head::HeadOptions;
 use head::{sigmoid, Head, Samples};
+use propagate::Graph;
 use refine::Guide;
 pub use refine::RefineOptions;
+use superpixels::Superpixels;
 
 /// One input of the analyst, in pixel coordinates of the session's image (x right, y down).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,8 +82,14 @@ pub struct SessionOptions {
     /// Edge refinement (radius 0: none).
     pub refine: RefineOptions,
     /// A click labels the cells within this many stride-4 cells of it (weight 1/2 around the
-    /// centre); 0: the clicked cell only.
+    /// centre); 0: the clicked cell only. Unused with superpixels.
     pub click_radius: usize,
+    /// Side of the superpixels in pixels (0: none). With superpixels a click labels the cells of
+    /// its superpixel, and probabilities are averaged over each superpixel.
+    pub superpixel_size: usize,
+    /// With superpixels: how strongly the head's probability holds each superpixel against the
+    /// clicks spreading over the superpixel graph ([`propagate`]); 0: no propagation.
+    pub propagation: f32,
     /// Random cells drawn once per session as weak negatives ("most of the scene is not this").
     pub weak_negatives: usize,
     /// The largest image a session takes, in pixels.
@@ -97,6 +107,8 @@ impl Default for SessionOptions {
             head: HeadOptions::default(),
             refine: RefineOptions::default(),
             click_radius: 1,
+            superpixel_size: 16,
+            propagation: 0.1,
             weak_negatives: 256,
             max_pixels: 4096 * 4096,
             max_inputs: 1000,
@@ -150,6 +162,10 @@ pub struct Session {
     initial: Head,
     weak_cells: Vec<(usize, usize)>,
     guide: Option<Guide>,
+    superpixels: Option<Superpixels>,
+    /// With superpixels: the stride-4 cells whose centre lies in each.
+    cells_of: Vec<Vec<(usize, usize)>>,
+    graph: Option<Graph>,
     labels: Vec<u8>,
     opts: SessionOptions,
     info: SessionInfo,
@@ -208,8 +224,39 @@ impl Session {
             .map(|_| (rng.random_range(0..grid.cols), rng.random_range(0..grid.rows)))
             .collect();
         let guide = (opts.refine.radius > 0).then(|| Guide::new(&image, opts.refine.radius));
+        let superpixels = (opts.superpixel_size > 0).then(|| Superpixels::new(&image, opts.superpixel_size));
+        let mut cells_of = Vec::new();
+        if let Some(sp) = &superpixels {
+            cells_of = vec![Vec::new(); sp.count];
+            for r in 0..grid.rows {
+                for c in 0..grid.cols {
+                    let (x, y) = (
+                        (c * CELL + CELL / 2).min(w as usize - 1),
+                        (r * CELL + CELL / 2).min(h as usize - 1),
+                    );
+                    cells_of[sp.labels[y * w as usize + x] as usize].push((c, r));
+                }
+            }
+        }
+        let graph = match &superpixels {
+            Some(sp) if opts.propagation > 0.0 => {
+                let mut colour = vec![[0f32; 3]; sp.count];
+                let mut n = vec![0f32; sp.count];
+                for (p, &l) in image.pixels().zip(&sp.labels) {
+                    for (acc, v) in colour[l as usize].iter_mut().zip(p.0) {
+                        *acc += f32::from(v);
+                    }
+                    n[l as usize] += 1.0;
+                }
+                for (c, n) in colour.iter_mut().zip(&n) {
+                    c.iter_mut().for_each(|v| *v /= n.max(1.0));
+                }
+                Some(Graph::new(sp, w as usize, &grid, &cells_of, &colour))
+            }
+            _ => None,
+        };
         let features_ms = start.elapsed().as_secs_f64() * 1e3;
-        let memory_bytes = grid.bytes() + image.as_raw().len() * 4 + (w * h) as usize * (1 + 12);
+        let memory_bytes = grid.bytes() + image.as_raw().len() * 4 + (w * h) as usize * (1 + 12 + 4);
         let grid_dim = grid.dim();
         let mut session = Self {
             head: Head::new(grid.dim()),
@@ -225,6 +272,9 @@ impl Session {
             initial: Head::new(grid_dim),
             weak_cells,
             guide,
+            superpixels,
+            cells_of,
+            graph,
             labels: vec![IGNORE; (w * h) as usize],
             opts,
             info: SessionInfo {
@@ -459,6 +509,23 @@ impl Session {
                     y,
                     class,
                     positive,
+                } if self.superpixels.is_some() => {
+                    let sp = self.superpixels.as_ref().expect("checked");
+                    let (c, r) = cell(*x, *y);
+                    push(&mut s, (c, r), *class, *positive, 1.0, false);
+                    let (w, h) = (self.info.width as usize, self.info.height as usize);
+                    let px = (*y as usize).min(h - 1) * w + (*x as usize).min(w - 1);
+                    for &other in &self.cells_of[sp.labels[px] as usize] {
+                        if other != (c, r) {
+                            push(&mut s, other, *class, *positive, 0.5, false);
+                        }
+                    }
+                }
+                Input::Point {
+                    x,
+                    y,
+                    class,
+                    positive,
                 } => {
                     let (c, r) = cell(*x, *y);
                     for dy in -radius..=radius {
@@ -510,6 +577,41 @@ impl Session {
         s
     }
 
+    /// The superpixels the inputs mark as class `k` (1) or not (0): points and scribbles of the
+    /// class, and positive ones of other classes.
+    fn seeds(&self, k: usize, sp: &Superpixels) -> Vec<(usize, f32)> {
+        let (w, h) = (self.info.width as usize, self.info.height as usize);
+        let at = |x: f64, y: f64| sp.labels[(y as usize).min(h - 1) * w + (x as usize).min(w - 1)] as usize;
+        let mut out = Vec::new();
+        for input in &self.inputs {
+            let (class, positive, points): (usize, bool, Vec<[f64; 2]>) = match input {
+                Input::Point {
+                    x,
+                    y,
+                    class,
+                    positive,
+                } => (*class, *positive, vec![[*x, *y]]),
+                Input::Scribble {
+                    points,
+                    class,
+                    positive,
+                } => (*class, *positive, points.clone()),
+                Input::Box { .. } => continue,
+            };
+            let target = match (class == k, positive) {
+                (true, p) => Some(if p { 1.0 } else { 0.0 }),
+                (false, true) => Some(0.0),
+                (false, false) => None,
+            };
+            let Some(t) = target else { continue };
+            let cells = stroke_cells(&points, |x, y| (x as usize, y as usize));
+            for (x, y) in cells {
+                out.push((at(x as f64, y as f64), t));
+            }
+        }
+        out
+    }
+
     /// Refits the head (when `fit`) and recomputes the mask.
     fn update(&mut self, fit: bool) -> Result<Update> {
         let t0 = Instant::now();
@@ -546,6 +648,30 @@ impl Session {
         }
         let predict_ms = t1.elapsed().as_secs_f64() * 1e3;
         let t2 = Instant::now();
+        if let Some(sp) = &self.superpixels {
+            let mut sum = vec![0f32; sp.count];
+            let mut n = vec![0u32; sp.count];
+            for &l in &sp.labels {
+                n[l as usize] += 1;
+            }
+            for c in 0..k {
+                let p = &mut probs[c * w * h..(c + 1) * w * h];
+                sum.fill(0.0);
+                for (v, &l) in p.iter().zip(&sp.labels) {
+                    sum[l as usize] += v;
+                }
+                let mut q: Vec<f32> = sum.iter().zip(&n).map(|(s, &n)| s / n.max(1) as f32).collect();
+                if let Some(graph) = &self.graph {
+                    let seeds = self.seeds(c, sp);
+                    if !seeds.is_empty() {
+                        q = graph.solve(&q, &seeds, self.opts.propagation, PROPAGATION_ITERATIONS);
+                    }
+                }
+                for (v, &l) in p.iter_mut().zip(&sp.labels) {
+                    *v = q[l as usize];
+                }
+            }
+        }
         if let Some(guide) = &self.guide {
             for c in 0..k {
                 if self.head.effective_bias(c, &samples) > -19.0 {
@@ -606,6 +732,9 @@ impl Session {
         Ok(out)
     }
 }
+
+/// Iterations of the propagation's Jacobi solver.
+const PROPAGATION_ITERATIONS: usize = 100;
 
 /// The cells a polyline passes through (each once, in order).
 fn stroke_cells(points: &[[f64; 2]], cell: impl Fn(f64, f64) -> (usize, usize)) -> Vec<(usize, usize)> {

@@ -38,6 +38,17 @@ export const api = {
   addLabel: (label) =>
     call('/api/labels', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(label) }),
   removeLabel: (cls, id) => call(`/api/labels/${encodeURIComponent(cls)}/${id}`, { method: 'DELETE' }),
+  /// Interactive segmentation sessions.
+  segment: {
+    create: (body) => call('/api/segment/sessions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+    addClass: (id, c) =>
+      call(`/api/segment/sessions/${id}/classes`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(c) }),
+    input: (id, i) =>
+      call(`/api/segment/sessions/${id}/inputs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(i) }),
+    edit: (id, what) => call(`/api/segment/sessions/${id}/${what}`, { method: 'POST' }),
+    accept: (id) => call(`/api/segment/sessions/${id}/accept`, { method: 'POST' }),
+    close: (id) => call(`/api/segment/sessions/${id}`, { method: 'DELETE' }),
+  },
   search: (request, signal) =>
     call('/api/search', {
       method: 'POST',

@@ -9,6 +9,7 @@ import './app.css';
 import { api } from './api.js';
 import { scoreScale } from './colour.js';
 import { createMapView } from './mapview.js';
+import { createSegmentation } from './segment.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -45,6 +46,7 @@ const state = {
   searches: 0, // searches answered (for tests and the curious)
 };
 let view = null; // the map view
+let segmentation = null; // the segmentation view (map mode)
 let searchSeq = 0;
 let searchAbort = null;
 window.nadir = { state, get view() { return view; } };
@@ -376,6 +378,13 @@ function renderScenes(scenes) {
         el('li', {},
           el('button', { type: 'button', class: 'scene-link', 'data-scene': f.properties.name, title: 'Show this scene', onclick: () => view.fitBbox(f.properties.bbox) },
             f.properties.name, el('span', { class: 'muted' }, ` ${f.properties.patches} patches`)),
+          el('button', {
+            type: 'button', class: 'segment-scene', 'data-segment': f.properties.name, title: 'Segment this scene with clicks',
+            onclick: () => {
+              view.fitBbox(f.properties.bbox);
+              segmentation?.open(f.properties);
+            },
+          }, 'Segment'),
         ),
       ),
   );
@@ -404,6 +413,10 @@ function onKey(e) {
   }
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   if (view && view.drawKey(e.key)) {
+    e.preventDefault();
+    return;
+  }
+  if (segmentation && segmentation.key(e)) {
     e.preventDefault();
     return;
   }
@@ -497,6 +510,20 @@ async function start() {
       },
     });
     window.nadir.map = view.map;
+    segmentation = createSegmentation(view.map, {
+      el,
+      $,
+      currentClass: () => state.cls,
+      onAccepted: () => useClass(state.cls),
+    });
+    view.setClickHandler(
+      (e) => {
+        if (!segmentation.active()) return false;
+        segmentation.click(e);
+        return true;
+      },
+      () => segmentation.active(),
+    );
     view.map.on('dataloading', () => document.body.classList.add('tiles-loading'));
     view.map.on('idle', () => document.body.classList.remove('tiles-loading'));
     view.map.on('error', (e) => console.warn('map:', e.error && e.error.message));

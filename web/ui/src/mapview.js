@@ -197,6 +197,8 @@ export function createMapView({ container, bbox, scenes, onSimilar, onArea, onHi
   }
 
   map.on('mousedown', (e) => {
+    // While another tool owns the clicks (segmentation), shift-click is its own, not a box.
+    if (view.claims && view.claims()) return;
     if (view.mode === 'box' || (e.originalEvent.shiftKey && view.mode !== 'polygon')) {
       e.preventDefault();
       if (view.mode !== 'box') setMode('box');
@@ -229,6 +231,7 @@ export function createMapView({ container, bbox, scenes, onSimilar, onArea, onHi
       return;
     }
     if (view.mode) return;
+    if (view.clickHandler && view.clickHandler(e)) return;
     const dots = map.getLayer('scene-dots') ? map.queryRenderedFeatures(e.point, { layers: ['scene-dots'] }) : [];
     if (dots.length && map.getZoom() < DOT_ZOOM) {
       fitBbox(dots[0].properties.bbox);
@@ -253,6 +256,12 @@ export function createMapView({ container, bbox, scenes, onSimilar, onArea, onHi
     ready,
     fitBbox,
     drawing: () => view.mode,
+    /// Clicks go to `handler` first; when it returns true, nothing else happens (no "similar").
+    /// While `claims()` is true, shift-drag draws no box.
+    setClickHandler(handler, claims) {
+      view.clickHandler = handler;
+      view.claims = claims;
+    },
     startDraw: (mode) => setMode(view.mode === mode ? null : mode),
     cancelDraw: () => setMode(null),
     /// Polygon keys: Enter closes, Backspace removes the last vertex.

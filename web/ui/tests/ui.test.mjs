@@ -332,6 +332,78 @@ test('empty results and errors are said in words', T, async () => {
   await page.close();
 });
 
+/// Opaque pixels of the session's overlay as the server draws it now.
+async function overlayPixels(page) {
+  return page.evaluate(async () => {
+    const seg = window.nadir.segment;
+    const blob = await (await fetch(`/api/segment/sessions/${seg.session.id}/mask.png?t=${Date.now()}`)).blob();
+    const bmp = await createImageBitmap(blob);
+    const c = new OffscreenCanvas(bmp.width, bmp.height);
+    const ctx = c.getContext('2d');
+    ctx.drawImage(bmp, 0, 0);
+    const d = ctx.getImageData(0, 0, bmp.width, bmp.height).data;
+    let n = 0;
+    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n += 1;
+    return n;
+  });
+}
+
+/// Waits until the session has `inputs` inputs and is idle.
+async function segInputs(page, inputs) {
+  await page.waitForFunction((n) => {
+    const seg = window.nadir.segment;
+    return seg && !seg.busy && seg.last && seg.last.inputs === n;
+  }, inputs);
+}
+
+test('segmenting a scene: clicks change the overlay, undo restores it, accept writes labels', T, async () => {
+  const page = await openMap();
+  const cls = await freshClass(page);
+  await page.click(`button[data-segment="${SCENE}"]`);
+  await page.waitForFunction(() => {
+    const seg = window.nadir.segment;
+    return seg && seg.session && document.querySelector('#segment-status').dataset.state === 'done';
+  }, null, { timeout: 120_000 });
+  assert.equal(await page.isVisible('#segment-box'), true);
+  assert.match(await page.textContent('#segment-classes'), new RegExp(cls));
+  assert.equal(await overlayPixels(page), 0, 'no mask before any click');
+  await mapIdle(page);
+  const box = await page.locator('#map').boundingBox();
+  const searchesBefore = await page.evaluate(() => window.nadir.state.searches);
+  await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
+  await segInputs(page, 1);
+  const one = await overlayPixels(page);
+  assert.ok(one > 0, 'a click draws the class');
+  assert.equal(one, (await page.evaluate(() => window.nadir.segment.last.class_pixels[0])));
+  assert.equal(await page.evaluate(() => window.nadir.state.searches), searchesBefore, 'a click while segmenting is no search');
+  await page.keyboard.down('Shift');
+  await page.mouse.click(box.x + box.width * 0.2, box.y + box.height * 0.2);
+  await page.keyboard.up('Shift');
+  await segInputs(page, 2);
+  const two = await overlayPixels(page);
+  assert.notEqual(two, one, 'a "not" click changes the mask');
+  await mapIdle(page);
+  await shot(page, 'segment');
+  await page.keyboard.press('z');
+  await segInputs(page, 1);
+  assert.equal(await overlayPixels(page), one, 'undo restores the one-click mask');
+  await page.keyboard.press('Shift+Z');
+  await segInputs(page, 2);
+  assert.equal(await overlayPixels(page), two, 'redo restores the two-click mask');
+  assert.match(await page.textContent('#segment-status'), /updated in \d+ ms/);
+  await page.click('#segment-accept');
+  await page.waitForFunction(() => /Accepted|failed/.test(document.querySelector('#segment-status').textContent));
+  const status = await page.textContent('#segment-status');
+  assert.match(status, /Accepted: \d+ polygons, \d+ patches labelled/);
+  const labelled = Number(status.match(/(\d+) patches labelled/)[1]);
+  assert.equal((await stored(page, cls)).length, labelled, 'the accepted mask is in the label store');
+  await page.keyboard.press('Escape');
+  await page.waitForFunction(() => !window.nadir.segment.session);
+  assert.equal(await page.isVisible('#segment-box'), false);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
 test('an index without georeference gets a gallery', { ...T, skip: GALLERY_URL ? false : 'no UCM images (../shared/data/ucm/images): gallery test skipped' }, async () => {
   const page = await open(GALLERY_URL);
   assert.equal(await page.getAttribute('body', 'data-mode'), 'gallery');
