@@ -24,6 +24,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod predict;
+pub mod sam;
 pub mod train;
 pub mod vectorize;
 
