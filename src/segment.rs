@@ -291,8 +291,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
 /// Options of an interactive session shared by `segment` and `bench interactive`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SessionArgs {
-    /// Radius of the edge refinement (guided filter) in pixels; 0: none.
-    #[arg(long, default_value_t = 8)]
+    /// Radius of a guided filter applied after the superpixels, in pixels (0: none; try 8 without
+    /// superpixels).
+    #[arg(long, default_value_t = 0)]
     refine_radius: usize,
     /// Regularisation of the edge refinement (grey levels 0-1, squared).
     #[arg(long, default_value_t = 1e-3)]
@@ -307,7 +308,7 @@ pub struct SessionArgs {
     superpixels: usize,
     /// How strongly the head holds each superpixel against clicks spreading over the superpixel
     /// graph (0: no propagation).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.02)]
     propagation: f32,
     /// L2 pull of each class's probe towards its start (zero, or the model's prediction).
     #[arg(long, default_value_t = 1e-2)]
@@ -359,8 +360,12 @@ pub struct SegmentArgs {
     #[arg(long)]
     clicks: PathBuf,
     /// A `nadir finetune` model to start from (its classes start from its prediction).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sam")]
     model: Option<PathBuf>,
+    /// Make the masks with MobileSAM from this checkpoint (`mobile_sam.pt` or safetensors),
+    /// prompted with the inputs, instead of the probe.
+    #[arg(long)]
+    sam: Option<PathBuf>,
     /// Only this window of the scene: x,y,width,height in pixels.
     #[arg(long, value_delimiter = ',', num_args = 4)]
     window: Option<Vec<u32>>,
@@ -388,6 +393,7 @@ pub fn segment(a: SegmentArgs) -> Result<()> {
         }),
         inputs: a.clicks.clone(),
         model: a.model,
+        sam: a.sam,
         out: a.out.clone(),
         geojson: a.geojson.clone(),
         min_pixels: a.min_pixels,
@@ -436,8 +442,11 @@ pub struct BenchInteractiveArgs {
     #[arg(long, default_value_t = 20)]
     clicks: usize,
     /// Start every target from this `nadir finetune` model's prediction.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sam")]
     model: Option<PathBuf>,
+    /// Make the masks with MobileSAM from this checkpoint instead of the probe.
+    #[arg(long)]
+    sam: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "pretrained")]
     encoder: EncoderArg,
     /// Use at most this many images of each set.
@@ -500,6 +509,15 @@ pub fn bench_interactive(a: BenchInteractiveArgs) -> Result<()> {
         .map(|p| Segmenter::load(p).with_context(|| format!("loading the model {}", p.display())))
         .transpose()?;
     let encoder = FrozenEncoder::load(&a.encoder.spec(0))?;
+    let sam = a
+        .sam
+        .as_deref()
+        .map(|p| {
+            nadir_segment::sam::MobileSam::load(p)
+                .map(std::sync::Arc::new)
+                .with_context(|| format!("loading MobileSAM from {}", p.display()))
+        })
+        .transpose()?;
     let mut reports = Vec::new();
     for (name, mut items, classes, targets) in sets {
         if let Some(n) = a.limit {
@@ -514,10 +532,18 @@ pub fn bench_interactive(a: BenchInteractiveArgs) -> Result<()> {
         };
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_message(format!("{name}: computing features"));
-        let report = protocol::run(&encoder, prior.as_ref(), &items, &classes, &opts, |n, msg| {
-            bar.set_message(format!("{name}: {n} targets done, last {msg}"));
-            bar.tick();
-        })
+        let report = protocol::run(
+            &encoder,
+            prior.as_ref(),
+            sam.as_ref(),
+            &items,
+            &classes,
+            &opts,
+            |n, msg| {
+                bar.set_message(format!("{name}: {n} targets done, last {msg}"));
+                bar.tick();
+            },
+        )
         .with_context(|| format!("interactive benchmark on {name}"))?;
         bar.finish_and_clear();
         reports.push((name, report));

@@ -496,6 +496,7 @@ mod interactive {
             window: None,
             inputs: clicks.clone(),
             model: None,
+            sam: None,
             out: dir.path().join("map.tif"),
             geojson: Some(dir.path().join("map.geojson")),
             min_pixels: 1,
@@ -662,5 +663,61 @@ mod sam {
         t.remove("mask_decoder.iou_token.weight");
         candle_core::safetensors::save(&t, &p).unwrap();
         assert!(MobileSam::load(&p).is_err(), "a missing tensor is an error");
+    }
+
+    #[test]
+    fn a_sam_session_draws_what_mobilesam_predicts_for_its_prompts() {
+        use nadir_segment::interactive::{Input, Session, SessionOptions};
+        use nadir_segment::{ClassInfo, IGNORE};
+        use std::sync::Arc;
+        let sam = Arc::new(MobileSam::load(&fixtures().join("mobilesam-random.safetensors")).unwrap());
+        let img = image::RgbImage::from_fn(200, 150, |x, y| {
+            image::Rgb([(x % 256) as u8, (y * 2 % 256) as u8, ((x + y) % 256) as u8])
+        });
+        let classes = vec![ClassInfo {
+            name: "a".into(),
+            color: None,
+        }];
+        let mut s = Session::new_sam(sam.clone(), img.clone(), classes, SessionOptions::default()).unwrap();
+        assert!(s.labels().iter().all(|&l| l == IGNORE));
+        s.add(Input::Point {
+            x: 50.0,
+            y: 60.0,
+            class: 0,
+            positive: true,
+        })
+        .unwrap();
+        s.add(Input::Box {
+            x0: 20.0,
+            y0: 30.0,
+            x1: 120.0,
+            y1: 100.0,
+            class: 0,
+        })
+        .unwrap();
+        // The same prompt straight through the model: points and box in 1024 px input units.
+        let (input, scale) = sam.input(&img).unwrap();
+        let emb = sam.embed(&input).unwrap();
+        let prompt = Prompt {
+            points: vec![(50.0 * scale, 60.0 * scale, true)],
+            box_xyxy: Some([20.0 * scale, 30.0 * scale, 120.0 * scale, 100.0 * scale]),
+        };
+        let (masks, _) = sam.predict(&emb, &prompt, false).unwrap();
+        let logits = sam
+            .to_image(&masks.get(0).unwrap().get(0).unwrap(), scale, (200, 150))
+            .unwrap();
+        let want: Vec<u8> = to_vec(&logits)
+            .iter()
+            .map(|&z| if z > 0.0 { 0 } else { IGNORE })
+            .collect();
+        let same = s.labels().iter().zip(&want).filter(|(a, b)| a == b).count();
+        assert!(
+            same as f64 > 0.999 * want.len() as f64,
+            "{same} of {} pixels agree",
+            want.len()
+        );
+        s.undo().unwrap();
+        s.undo().unwrap();
+        assert!(s.labels().iter().all(|&l| l == IGNORE), "no input, no mask");
     }
 }

@@ -122,9 +122,19 @@ impl FeatureGrid {
         })
     }
 
+    /// A grid with no maps over an image of `width` x `height` px (sessions whose masks come from
+    /// another model).
+    pub fn empty(width: usize, height: usize) -> Self {
+        Self {
+            levels: Vec::new(),
+            cols: width.div_ceil(CELL),
+            rows: height.div_ceil(CELL),
+        }
+    }
+
     /// Rows and columns of the padded stride-4 grid [`Self::project`] fills.
     pub fn padded(&self) -> (usize, usize) {
-        (self.levels[0].h, self.levels[0].w)
+        self.levels.first().map_or((self.rows, self.cols), |l| (l.h, l.w))
     }
 
     /// Length of a cell's feature vector.

@@ -16,6 +16,7 @@ pub mod refine;
 pub mod script;
 pub mod superpixels;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use image::RgbImage;
@@ -26,6 +27,7 @@ use crate::config::{ClassInfo, IGNORE};
 use crate::encoder::FrozenEncoder;
 use crate::error::{Error, Result};
 use crate::model::Segmenter;
+use crate::sam::MobileSam;
 use features::{FeatureGrid, CELL};
 pub use head::HeadOptions;
 use head::{sigmoid, Head, Samples};
@@ -108,7 +110,7 @@ impl Default for SessionOptions {
             refine: RefineOptions::default(),
             click_radius: 1,
             superpixel_size: 16,
-            propagation: 0.1,
+            propagation: 0.02,
             weak_negatives: 256,
             max_pixels: 4096 * 4096,
             max_inputs: 1000,
@@ -169,6 +171,35 @@ pub struct Session {
     labels: Vec<u8>,
     opts: SessionOptions,
     info: SessionInfo,
+    /// MobileSAM in place of the probe.
+    sam: Option<SamState>,
+}
+
+/// A SAM session's model, the image's embedding, and the image-to-input scale.
+struct SamState {
+    model: Arc<MobileSam>,
+    embedding: candle_core::Tensor,
+    scale: f32,
+}
+
+/// The checks every new session makes on its image and classes.
+fn check_image(image: &RgbImage, opts: &SessionOptions, classes: &[ClassInfo]) -> Result<()> {
+    let (w, h) = image.dimensions();
+    if w < 8 || h < 8 {
+        return Err(Error::Invalid(format!(
+            "the image is {w}x{h} px: too small to segment"
+        )));
+    }
+    if u64::from(w) * u64::from(h) > opts.max_pixels {
+        return Err(Error::Invalid(format!(
+            "the image is {w}x{h} px, over the session limit of {} px: choose a window of the scene",
+            opts.max_pixels
+        )));
+    }
+    if classes.len() >= usize::from(IGNORE) {
+        return Err(Error::Invalid(format!("at most {} classes", IGNORE - 1)));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Session {
@@ -192,21 +223,7 @@ impl Session {
         prior: Option<&Segmenter>,
         opts: SessionOptions,
     ) -> Result<Self> {
-        let (w, h) = image.dimensions();
-        if w < 8 || h < 8 {
-            return Err(Error::Invalid(format!(
-                "the image is {w}x{h} px: too small to segment"
-            )));
-        }
-        if u64::from(w) * u64::from(h) > opts.max_pixels {
-            return Err(Error::Invalid(format!(
-                "the image is {w}x{h} px, over the session limit of {} px: choose a window of the scene",
-                opts.max_pixels
-            )));
-        }
-        if classes.len() >= usize::from(IGNORE) {
-            return Err(Error::Invalid(format!("at most {} classes", IGNORE - 1)));
-        }
+        check_image(&image, &opts, &classes)?;
         let start = Instant::now();
         let encoder = prior.map_or(encoder, Segmenter::encoder);
         let grid = FeatureGrid::compute(encoder, &image, prior)?;
@@ -218,6 +235,48 @@ impl Session {
                 classes = m.config().classes.clone();
             }
         }
+        Self::assemble(image, classes, grid, prior_classes, None, opts, start)
+    }
+
+    /// Starts a session whose masks come from MobileSAM ([`crate::sam`]) prompted with each
+    /// class's points and box, instead of the probe: the image embedding is computed once, each
+    /// input reruns the prompt encoder and mask decoder. Superpixels and propagation are off.
+    pub fn new_sam(
+        model: Arc<MobileSam>,
+        image: RgbImage,
+        classes: Vec<ClassInfo>,
+        opts: SessionOptions,
+    ) -> Result<Self> {
+        check_image(&image, &opts, &classes)?;
+        let start = Instant::now();
+        let (input, scale) = model.input(&image)?;
+        let embedding = model.embed(&input)?;
+        let grid = FeatureGrid::empty(image.width() as usize, image.height() as usize);
+        let opts = SessionOptions {
+            superpixel_size: 0,
+            propagation: 0.0,
+            weak_negatives: 0,
+            ..opts
+        };
+        let sam = SamState {
+            model,
+            embedding,
+            scale,
+        };
+        Self::assemble(image, classes, grid, Vec::new(), Some(sam), opts, start)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        image: RgbImage,
+        classes: Vec<ClassInfo>,
+        grid: FeatureGrid,
+        prior_classes: Vec<String>,
+        sam: Option<SamState>,
+        opts: SessionOptions,
+        start: Instant,
+    ) -> Result<Self> {
+        let (w, h) = image.dimensions();
         let prior_offset = grid.dim() - prior_classes.len();
         let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
         let weak_cells = (0..opts.weak_negatives)
@@ -258,6 +317,7 @@ impl Session {
         let features_ms = start.elapsed().as_secs_f64() * 1e3;
         let memory_bytes = grid.bytes() + image.as_raw().len() * 4 + (w * h) as usize * (1 + 12 + 4);
         let grid_dim = grid.dim();
+        let prior_classes_empty = prior_classes.is_empty();
         let mut session = Self {
             head: Head::new(grid.dim()),
             grid,
@@ -282,8 +342,9 @@ impl Session {
                 height: h,
                 features_ms,
                 memory_bytes,
-                prior: prior.is_some(),
+                prior: !prior_classes_empty,
             },
+            sam,
         };
         for c in classes {
             session.add_class(c)?;
@@ -577,6 +638,76 @@ impl Session {
         s
     }
 
+    /// SAM's probability of class `k` at every pixel, prompted with the class's points (its
+    /// negative points and other classes' positive ones as "not"), points along its strokes, and
+    /// its last box; None when nothing marks the class.
+    fn sam_probabilities(&self, sam: &SamState, k: usize) -> Result<Option<Vec<f32>>> {
+        let mut prompt = crate::sam::Prompt::default();
+        let mut positives = 0;
+        let s = sam.scale;
+        for input in &self.inputs {
+            let (class, positive, pts): (usize, bool, Vec<[f64; 2]>) = match input {
+                Input::Point {
+                    x,
+                    y,
+                    class,
+                    positive,
+                } => (*class, *positive, vec![[*x, *y]]),
+                Input::Scribble {
+                    points,
+                    class,
+                    positive,
+                } => {
+                    // A few points along the stroke.
+                    let step = (points.len() / 4).max(1);
+                    (*class, *positive, points.iter().step_by(step).copied().collect())
+                }
+                Input::Box {
+                    x0,
+                    y0,
+                    x1,
+                    y1,
+                    class,
+                } => {
+                    if *class == k {
+                        prompt.box_xyxy =
+                            Some([*x0 as f32 * s, *y0 as f32 * s, *x1 as f32 * s, *y1 as f32 * s]);
+                        positives += 1;
+                    }
+                    continue;
+                }
+            };
+            let label = match (class == k, positive) {
+                (true, p) => p,
+                (false, true) => false,
+                (false, false) => continue,
+            };
+            positives += usize::from(label);
+            for [x, y] in pts {
+                prompt.points.push((x as f32 * s, y as f32 * s, label));
+            }
+        }
+        if positives == 0 {
+            return Ok(None);
+        }
+        let multimask = prompt.points.len() == 1 && prompt.box_xyxy.is_none();
+        let (masks, iou) = sam.model.predict(&sam.embedding, &prompt, multimask)?;
+        // With one click SAM offers three masks: take the one it rates best.
+        let best = if multimask {
+            let v: Vec<f32> = iou.flatten_all()?.to_vec1()?;
+            v.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i)
+        } else {
+            0
+        };
+        let low = masks.get(0)?.get(best)?;
+        let logits = sam.model.to_image(&low, s, (self.info.width, self.info.height))?;
+        let v: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        Ok(Some(v.into_iter().map(sigmoid).collect()))
+    }
+
     /// The superpixels the inputs mark as class `k` (1) or not (0): points and scribbles of the
     /// class, and positive ones of other classes.
     fn seeds(&self, k: usize, sp: &Superpixels) -> Vec<(usize, f32)> {
@@ -615,8 +746,13 @@ impl Session {
     /// Refits the head (when `fit`) and recomputes the mask.
     fn update(&mut self, fit: bool) -> Result<Update> {
         let t0 = Instant::now();
-        let samples = self.samples();
-        if fit {
+        // A SAM session has no probe to fit.
+        let samples = if self.sam.is_some() {
+            Samples::new(0)
+        } else {
+            self.samples()
+        };
+        if fit && self.sam.is_none() {
             self.head.fit(&samples, &self.opts.head);
         }
         let fit_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -624,7 +760,13 @@ impl Session {
         let (w, h) = (self.info.width as usize, self.info.height as usize);
         let mut probs = vec![0f32; k * w * h];
         let t1 = Instant::now();
-        if k > 0 {
+        if let Some(sam) = &self.sam {
+            for c in 0..k {
+                if let Some(p) = self.sam_probabilities(sam, c)? {
+                    probs[c * w * h..(c + 1) * w * h].copy_from_slice(&p);
+                }
+            }
+        } else if k > 0 {
             let bias: Vec<f32> = (0..k).map(|c| self.head.effective_bias(c, &samples)).collect();
             let coarse = self.grid.project(&self.head.weights, &bias);
             let (gh, gw) = self.grid.padded();

@@ -17,6 +17,8 @@ use crate::encoder::FrozenEncoder;
 use crate::error::Result;
 use crate::eval::EvalImage;
 use crate::model::Segmenter;
+use crate::sam::MobileSam;
+use std::sync::Arc;
 
 /// How to run the protocol.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,11 +165,13 @@ pub fn read_rgb(scene: &Scene, win: Window) -> Result<RgbImage> {
 }
 
 /// Runs the protocol over `images` labelled with `classes`; with a `prior` model, each target's
-/// head starts from its prediction for the class of the same name. `progress` is told
+/// head starts from its prediction for the class of the same name; with `sam`, MobileSAM makes
+/// the masks instead of the probe. `progress` is told
 /// (targets done, message) after each target.
 pub fn run(
     encoder: &FrozenEncoder,
     prior: Option<&Segmenter>,
+    sam: Option<&Arc<MobileSam>>,
     images: &[EvalImage],
     classes: &ClassList,
     opts: &ProtocolOptions,
@@ -197,7 +201,10 @@ pub fn run(
             })
             .collect();
         let name = item.image.display().to_string();
-        let mut session = Session::new(encoder, image, Vec::new(), prior, opts.session.clone())?;
+        let mut session = match sam {
+            Some(m) => Session::new_sam(m.clone(), image, Vec::new(), opts.session.clone())?,
+            None => Session::new(encoder, image, Vec::new(), prior, opts.session.clone())?,
+        };
         report.images.push(ImageRun {
             image: name.clone(),
             width: win.width,

@@ -34,6 +34,8 @@ pub struct ScriptOptions {
     pub inputs: PathBuf,
     /// A `nadir finetune` model to start from.
     pub model: Option<PathBuf>,
+    /// A MobileSAM checkpoint: SAM makes the masks from the inputs instead of the probe.
+    pub sam: Option<PathBuf>,
     pub out: PathBuf,
     pub geojson: Option<PathBuf>,
     /// Regions under this many pixels get no polygon.
@@ -76,17 +78,28 @@ pub fn run(opts: &ScriptOptions) -> Result<ScriptReport> {
     let georef = scene.georef().map(|g| g.window(&win)).transpose()?;
     let (classes, inputs) = read_inputs(&opts.inputs, georef.as_ref(), prior.as_ref())?;
     let image = read_rgb(&scene, win)?;
-    let encoder = match &prior {
-        Some(_) => None,
-        None => Some(FrozenEncoder::load(&crate::EncoderSpec::pretrained())?),
+    let encoder = match (&prior, &opts.sam) {
+        (None, None) => Some(FrozenEncoder::load(&crate::EncoderSpec::pretrained())?),
+        _ => None,
     };
+    let fallback;
     let enc = match (&prior, &encoder) {
         (Some(m), _) => m.encoder(),
         (None, Some(e)) => e,
-        (None, None) => unreachable!("one of the two is set"),
+        // A SAM session: no encoder maps are used, a random one stands in.
+        (None, None) => {
+            fallback = FrozenEncoder::load(&crate::EncoderSpec::RandomLite0 { seed: 0 })?;
+            &fallback
+        }
     };
-    let mut session = Session::new(enc, image, classes, prior.as_ref(), opts.session.clone())
-        .map_err(|e| Error::input(&opts.scene, e))?;
+    let session = match &opts.sam {
+        Some(path) => {
+            let sam = std::sync::Arc::new(crate::sam::MobileSam::load(path)?);
+            Session::new_sam(sam, image, classes, opts.session.clone())
+        }
+        None => Session::new(enc, image, classes, prior.as_ref(), opts.session.clone()),
+    };
+    let mut session = session.map_err(|e| Error::input(&opts.scene, e))?;
     let n = inputs.len();
     for input in inputs {
         session
