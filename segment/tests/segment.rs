@@ -311,7 +311,9 @@ mod interactive {
         let iou_one = binary_iou(&truth, &after_one, 0);
         // The simulated analyst's next clicks bring the mask to the red half.
         for _ in 0..7 {
-            let (x, y, positive) = next_click(&truth, s.labels(), 0, 160, 96).unwrap();
+            let Some((x, y, positive)) = next_click(&truth, s.labels(), 0, 160, 96) else {
+                break;
+            };
             s.add(Input::Point {
                 x,
                 y,
@@ -322,25 +324,18 @@ mod interactive {
         }
         let iou = binary_iou(&truth, s.labels(), 0);
         assert!(
-            iou > 0.6 && iou > iou_one + 0.3,
-            "8 clicks on two flat halves: IoU {iou_one} -> {iou}"
+            iou > 0.9 && iou >= iou_one,
+            "clicks on two flat halves: IoU {iou_one} -> {iou}"
         );
+        let n = s.inputs().len();
+        assert!(n >= 2, "the analyst needed more than one click ({n})");
         let before_undo = s.labels().to_vec();
         // Undo goes back, redo forward again to the same mask, clear to nothing.
         s.undo().unwrap();
-        assert_eq!(s.inputs().len(), 7);
+        assert_eq!(s.inputs().len(), n - 1);
         s.redo().unwrap();
-        assert_eq!(s.inputs().len(), 8);
-        let same = s
-            .labels()
-            .iter()
-            .zip(&before_undo)
-            .filter(|(a, b)| a == b)
-            .count();
-        assert!(
-            same as f64 > 0.98 * before_undo.len() as f64,
-            "redo restores the mask"
-        );
+        assert_eq!(s.inputs().len(), n);
+        assert_eq!(s.labels(), &before_undo[..], "redo restores the mask exactly");
         let up = s.clear().unwrap();
         assert_eq!(up.inputs, 0);
         assert!(s.labels().iter().all(|&l| l == IGNORE));
