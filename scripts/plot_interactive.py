@@ -33,7 +33,7 @@ def main():
         ax.set_ylabel("IoU")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 

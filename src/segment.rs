@@ -313,6 +313,9 @@ pub struct SessionArgs {
     /// L2 pull of each class's probe towards its start (zero, or the model's prediction).
     #[arg(long, default_value_t = 1e-2)]
     l2: f32,
+    /// The same pull for a class that starts from a `--model`'s prediction.
+    #[arg(long, default_value_t = 10.0)]
+    prior_l2: f32,
     /// Optimiser steps per update.
     #[arg(long, default_value_t = 150)]
     steps: usize,
@@ -332,6 +335,7 @@ impl SessionArgs {
         SessionOptions {
             head: HeadOptions {
                 l2: self.l2,
+                prior_l2: self.prior_l2,
                 steps: self.steps,
                 weak_share: self.weak_share,
                 ..HeadOptions::default()

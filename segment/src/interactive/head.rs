@@ -45,8 +45,12 @@ impl Samples {
 /// How the probe is fitted.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HeadOptions {
-    /// L2 strength of the pull towards the starting weights.
+    /// L2 strength of the pull towards the starting weights (zero).
     pub l2: f32,
+    /// The same for a class that starts from a model's prediction: strong, so that a few clicks
+    /// correct the model rather than replace it (Dubai, 2 images, 10 clicks from the 42-image
+    /// model: IoU 0.52 with 0.01, 0.71 with 1 or 10).
+    pub prior_l2: f32,
     /// Adam steps per fit.
     pub steps: usize,
     pub learning_rate: f32,
@@ -61,6 +65,7 @@ impl Default for HeadOptions {
     fn default() -> Self {
         Self {
             l2: 1e-2,
+            prior_l2: 10.0,
             steps: 150,
             learning_rate: 0.05,
             weak_share: 0.3,
@@ -193,7 +198,8 @@ impl Head {
                     }
                 })
                 .collect();
-            adam(&mut w, &mut b, (&w0, b0), &rows, &y, &wt, s, opts);
+            let l2 = if self.has_prior(k) { opts.prior_l2 } else { opts.l2 };
+            adam(&mut w, &mut b, (&w0, b0), &rows, &y, &wt, s, opts, l2);
         }
         self.weights[k * d..(k + 1) * d].copy_from_slice(&w);
         self.bias[k] = b;
@@ -211,6 +217,7 @@ fn adam(
     wt: &[f32],
     s: &Samples,
     opts: &HeadOptions,
+    l2: f32,
 ) {
     let d = w.len();
     let (mut m, mut v) = (vec![0f32; d + 1], vec![0f32; d + 1]);
@@ -230,9 +237,9 @@ fn adam(
             grad[d] += g;
         }
         for i in 0..d {
-            grad[i] += opts.l2 * (w[i] - w0[i]);
+            grad[i] += l2 * (w[i] - w0[i]);
         }
-        grad[d] += opts.l2 * (*b - b0);
+        grad[d] += l2 * (*b - b0);
         let (c1, c2) = (1.0 - beta1.powi(step as i32), 1.0 - beta2.powi(step as i32));
         for i in 0..=d {
             m[i] = beta1 * m[i] + (1.0 - beta1) * grad[i];
