@@ -70,6 +70,31 @@ fn yes() -> bool {
 }
 
 impl Input {
+    /// What the input says of class `k` (true: this is `k`, false: this is not `k`; a positive
+    /// input of another class is a "not") and where; None for nothing, and for boxes, which
+    /// each engine reads in its own way.
+    fn says(&self, k: usize) -> Option<(bool, Vec<[f64; 2]>)> {
+        let (class, positive, points) = match self {
+            Input::Point {
+                x,
+                y,
+                class,
+                positive,
+            } => (*class, *positive, vec![[*x, *y]]),
+            Input::Scribble {
+                points,
+                class,
+                positive,
+            } => (*class, *positive, points.clone()),
+            Input::Box { .. } => return None,
+        };
+        match (class == k, positive) {
+            (true, p) => Some((p, points)),
+            (false, true) => Some((false, points)),
+            (false, false) => None,
+        }
+    }
+
     fn class(&self) -> usize {
         match self {
             Input::Point { class, .. } | Input::Scribble { class, .. } | Input::Box { class, .. } => *class,
@@ -646,44 +671,27 @@ impl Session {
         let mut positives = 0;
         let s = sam.scale;
         for input in &self.inputs {
-            let (class, positive, pts): (usize, bool, Vec<[f64; 2]>) = match input {
-                Input::Point {
-                    x,
-                    y,
-                    class,
-                    positive,
-                } => (*class, *positive, vec![[*x, *y]]),
-                Input::Scribble {
-                    points,
-                    class,
-                    positive,
-                } => {
-                    // A few points along the stroke.
-                    let step = (points.len() / 4).max(1);
-                    (*class, *positive, points.iter().step_by(step).copied().collect())
+            if let Input::Box {
+                x0,
+                y0,
+                x1,
+                y1,
+                class,
+            } = input
+            {
+                if *class == k {
+                    prompt.box_xyxy = Some([*x0 as f32 * s, *y0 as f32 * s, *x1 as f32 * s, *y1 as f32 * s]);
+                    positives += 1;
                 }
-                Input::Box {
-                    x0,
-                    y0,
-                    x1,
-                    y1,
-                    class,
-                } => {
-                    if *class == k {
-                        prompt.box_xyxy =
-                            Some([*x0 as f32 * s, *y0 as f32 * s, *x1 as f32 * s, *y1 as f32 * s]);
-                        positives += 1;
-                    }
-                    continue;
-                }
-            };
-            let label = match (class == k, positive) {
-                (true, p) => p,
-                (false, true) => false,
-                (false, false) => continue,
+                continue;
+            }
+            let Some((label, pts)) = input.says(k) else {
+                continue;
             };
             positives += usize::from(label);
-            for [x, y] in pts {
+            // A stroke gives a few of its points.
+            let step = (pts.len() / 4).max(1);
+            for [x, y] in pts.into_iter().step_by(step) {
                 prompt.points.push((x as f32 * s, y as f32 * s, label));
             }
         }
@@ -715,28 +723,11 @@ impl Session {
         let at = |x: f64, y: f64| sp.labels[(y as usize).min(h - 1) * w + (x as usize).min(w - 1)] as usize;
         let mut out = Vec::new();
         for input in &self.inputs {
-            let (class, positive, points): (usize, bool, Vec<[f64; 2]>) = match input {
-                Input::Point {
-                    x,
-                    y,
-                    class,
-                    positive,
-                } => (*class, *positive, vec![[*x, *y]]),
-                Input::Scribble {
-                    points,
-                    class,
-                    positive,
-                } => (*class, *positive, points.clone()),
-                Input::Box { .. } => continue,
+            let Some((is, points)) = input.says(k) else {
+                continue;
             };
-            let target = match (class == k, positive) {
-                (true, p) => Some(if p { 1.0 } else { 0.0 }),
-                (false, true) => Some(0.0),
-                (false, false) => None,
-            };
-            let Some(t) = target else { continue };
-            let cells = stroke_cells(&points, |x, y| (x as usize, y as usize));
-            for (x, y) in cells {
+            let t = if is { 1.0 } else { 0.0 };
+            for (x, y) in stroke_cells(&points, |x, y| (x as usize, y as usize)) {
                 out.push((at(x as f64, y as f64), t));
             }
         }
