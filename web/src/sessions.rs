@@ -74,6 +74,10 @@ pub struct CreateSession {
     /// x, y, width, height in the scene's pixels (default: the whole scene, if within the limit).
     #[serde(default)]
     pub window: Option<[u32; 4]>,
+    /// Or the part of the scene inside this WGS84 box (west, south, east, north), e.g. the map's
+    /// view: the pixels it covers, clipped to the scene. Not with `window`.
+    #[serde(default)]
+    pub bbox: Option<[f64; 4]>,
     #[serde(default)]
     pub classes: Vec<ClassIn>,
 }
@@ -260,14 +264,23 @@ impl Sessions {
             })?;
         let scene = nadir_segment::dataset::open_scene(&entry.path, None, None)?;
         let (sw, sh) = scene.size();
-        let window = match req.window {
-            Some([x, y, w, h]) => Window {
+        let window = match (req.window, req.bbox) {
+            (Some(_), Some(_)) => {
+                return Err(Error::BadRequest("give a `window` or a `bbox`, not both".into()));
+            }
+            (Some([x, y, w, h]), None) => Window {
                 x,
                 y,
                 width: w,
                 height: h,
             },
-            None => Window {
+            (None, Some(b)) => {
+                let g = scene.georef().ok_or_else(|| {
+                    Error::BadRequest("the scene has no georeference: give a pixel `window`".into())
+                })?;
+                window_of_bbox(g, b, (sw, sh))?
+            }
+            (None, None) => Window {
                 x: 0,
                 y: 0,
                 width: sw,
@@ -287,7 +300,7 @@ impl Sessions {
         let px = u64::from(window.width) * u64::from(window.height);
         if px > self.options.max_pixels {
             return Err(Error::BadRequest(format!(
-                "the window is {}x{} px, over the session limit of {} px: send a smaller `window`",
+                "the window is {}x{} px, over the session limit of {} px: send a smaller `window` (zoom in)",
                 window.width, window.height, self.options.max_pixels
             )));
         }
@@ -319,6 +332,51 @@ impl Sessions {
         );
         Ok(id)
     }
+}
+
+/// The pixels of a `size` scene inside a WGS84 box: the box's outline (corners and edge points)
+/// in pixels, their bounding rectangle clipped to the scene.
+fn window_of_bbox(g: &Georef, [west, south, east, north]: [f64; 4], (sw, sh): (u32, u32)) -> Result<Window> {
+    let valid = [west, south, east, north].iter().all(|v| v.is_finite())
+        && west < east
+        && south < north
+        && (-180.0..=180.0).contains(&west)
+        && (-180.0..=180.0).contains(&east)
+        && (-90.0..=90.0).contains(&south)
+        && (-90.0..=90.0).contains(&north);
+    if !valid {
+        return Err(Error::BadRequest(format!(
+            "bbox {:?} must be west < east, south < north, in degrees",
+            [west, south, east, north]
+        )));
+    }
+    let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for i in 0..=4 {
+        let t = f64::from(i) / 4.0;
+        for (lon, lat) in [
+            (west + t * (east - west), south),
+            (west + t * (east - west), north),
+            (west, south + t * (north - south)),
+            (east, south + t * (north - south)),
+        ] {
+            let (x, y) = g.lonlat_to_pixel(lon, lat)?;
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+    }
+    let clip = |v: f64, max: u32| v.clamp(0.0, f64::from(max));
+    let (a, b) = (clip(x0.floor(), sw) as u32, clip(y0.floor(), sh) as u32);
+    let (c, d) = (clip(x1.ceil(), sw) as u32, clip(y1.ceil(), sh) as u32);
+    if c <= a + 8 || d <= b + 8 {
+        return Err(Error::BadRequest(
+            "the bbox does not cover the scene (or too little of it)".into(),
+        ));
+    }
+    Ok(Window {
+        x: a,
+        y: b,
+        width: c - a,
+        height: d - b,
+    })
 }
 
 fn to_input(i: InputIn, georef: Option<&Georef>) -> Result<Input> {

@@ -137,6 +137,21 @@ fn bad_session_requests_get_4xx_with_a_message() -> Result<()> {
                 StatusCode::BAD_REQUEST,
                 "unknown field",
             ),
+            (
+                json!({"scene": scene, "window": [0, 0, 10, 10], "bbox": [0.0, 0.0, 1.0, 1.0]}),
+                StatusCode::BAD_REQUEST,
+                "not both",
+            ),
+            (
+                json!({"scene": scene, "bbox": [10.0, 10.0, 11.0, 11.0]}),
+                StatusCode::BAD_REQUEST,
+                "does not cover",
+            ),
+            (
+                json!({"scene": scene, "bbox": [11.0, 10.0, 10.0, 11.0]}),
+                StatusCode::BAD_REQUEST,
+                "west < east",
+            ),
         ];
         for (body, want, msg) in cases {
             let (st, e) = json_call(app.clone(), "POST", "/api/segment/sessions", Some(body.clone())).await;
@@ -146,6 +161,27 @@ fn bad_session_requests_get_4xx_with_a_message() -> Result<()> {
                 "{body}: {e}"
             );
         }
+        // A bbox inside the scene gives the window of its pixels.
+        let b: Vec<f64> = serde_json::from_value(scenes["features"][0]["properties"]["bbox"].clone())?;
+        let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+        let (dx, dy) = ((b[2] - b[0]) / 8.0, (b[3] - b[1]) / 8.0);
+        let body = json!({"scene": scene, "bbox": [cx - dx, cy - dy, cx + dx, cy + dy]});
+        let (st, s) = json_call(app.clone(), "POST", "/api/segment/sessions", Some(body)).await;
+        ensure!(st == StatusCode::CREATED, "{st} {s}");
+        let w: Vec<u32> = serde_json::from_value(s["window"].clone())?;
+        ensure!(
+            w[2] > 100 && w[2] < 1024 && w[3] > 100 && w[3] < 1024,
+            "a quarter of the scene across: {w:?}"
+        );
+        let id = s["id"].as_str().context("id")?.to_string();
+        let (st, _) = call(
+            app.clone(),
+            "DELETE",
+            &format!("/api/segment/sessions/{id}"),
+            None,
+        )
+        .await;
+        ensure!(st == StatusCode::NO_CONTENT);
         let body = json!({"scene": scene, "window": [0, 0, 128, 128], "classes": [{"name": "a"}]});
         let (_, s) = json_call(app.clone(), "POST", "/api/segment/sessions", Some(body.clone())).await;
         let base = format!("/api/segment/sessions/{}", s["id"].as_str().context("id")?);

@@ -33,6 +33,7 @@ export const api = {
     call(`/api/footprints?bbox=${bbox.map((v) => v.toFixed(7)).join(',')}&limit=${limit}`, { signal }),
   patches: (offset, limit) => call(`/api/patches?offset=${offset}&limit=${limit}`),
   patch: (id) => call(`/api/patches/${id}`),
+  patchAt: (lon, lat) => call(`/api/patch_at?lon=${lon}&lat=${lat}`),
   /// The label store (the labels API): a class's labels, adding, removing.
   labels: (cls) => call(`/api/labels?class=${encodeURIComponent(cls)}`),
   addLabel: (label) =>
@@ -45,6 +46,7 @@ export const api = {
       call(`/api/segment/sessions/${id}/classes`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(c) }),
     input: (id, i) =>
       call(`/api/segment/sessions/${id}/inputs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(i) }),
+    polygons: (id) => call(`/api/segment/sessions/${id}/mask.geojson`),
     edit: (id, what) => call(`/api/segment/sessions/${id}/${what}`, { method: 'POST' }),
     accept: (id) => call(`/api/segment/sessions/${id}/accept`, { method: 'POST' }),
     close: (id) => call(`/api/segment/sessions/${id}`, { method: 'DELETE' }),

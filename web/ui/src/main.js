@@ -337,9 +337,43 @@ function resultItem(hit, i, colourOf, scored) {
       el('button', { type: 'button', class: 'pos', title: 'Positive: more like this [y]', 'aria-label': 'Label positive', onclick: stop(() => label(hit, 'positive')) }, '+'),
       el('button', { type: 'button', class: 'neg', title: 'Negative: less like this [n]', 'aria-label': 'Label negative', onclick: stop(() => label(hit, 'negative')) }, '−'),
       el('button', { type: 'button', class: 'sim', title: 'Find similar [s]', 'aria-label': 'Find similar', onclick: stop(() => similarToPatch(hit)) }, '≈'),
+      segmentation && hit.footprint
+        ? el('button', { type: 'button', class: 'seg', title: 'Segment around this result', 'aria-label': 'Segment around this result', onclick: stop(() => segmentAround(hit)) }, '✎')
+        : null,
     ),
   );
   return li;
+}
+
+/// The WGS84 box of a GeoJSON polygon.
+function bboxOfPolygon(geom) {
+  const pts = geom.coordinates[0];
+  const xs = pts.map((p) => p[0]);
+  const ys = pts.map((p) => p[1]);
+  return [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)];
+}
+
+/// Opens a segmentation session on a result's scene, three times the patch across.
+function segmentAround(hit) {
+  const [w, s, e, n] = bboxOfPolygon(hit.footprint);
+  const [dx, dy] = [e - w, n - s];
+  const bbox = [w - dx, s - dy, e + dx, n + dy];
+  view.fitBbox(bbox);
+  segmentation.open({ id: hit.scene, name: hit.scene_name }, bbox);
+}
+
+/// Opens a segmentation session on the part of the scene under the map's centre that is in view.
+async function segmentView() {
+  const c = view.map.getCenter();
+  let hit;
+  try {
+    hit = await api.patchAt(c.lng, c.lat);
+  } catch (e) {
+    setStatus('error', `No scene at the centre of the view to segment: ${e.reason || e.message}`);
+    return;
+  }
+  const b = view.map.getBounds();
+  segmentation.open({ id: hit.scene, name: hit.scene_name }, [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()]);
 }
 
 function renderResults() {
@@ -382,7 +416,7 @@ function renderScenes(scenes) {
             type: 'button', class: 'segment-scene', 'data-segment': f.properties.name, title: 'Segment this scene with clicks',
             onclick: () => {
               view.fitBbox(f.properties.bbox);
-              segmentation?.open(f.properties);
+              segmentation?.open(f.properties, f.properties.bbox);
             },
           }, 'Segment'),
         ),
@@ -429,6 +463,7 @@ function onKey(e) {
     u: () => selected() && unlabel(selected().patch_id),
     s: () => similarToPatch(selected()),
     b: () => view?.startDraw('box'),
+    g: () => view && segmentView(),
     p: () => view?.startDraw('polygon'),
     Escape: () => view?.cancelDraw(),
   };
@@ -531,6 +566,7 @@ async function start() {
     $('draw-polygon').addEventListener('click', () => view.startDraw('polygon'));
     $('clear-area').addEventListener('click', () => setArea(null));
     $('h3-toggle').addEventListener('change', (e) => view.setHeat(e.target.checked));
+    $('segment-view').addEventListener('click', segmentView);
     await view.ready;
   } else {
     $('gallery-more').addEventListener('click', loadBrowse);

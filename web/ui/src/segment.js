@@ -1,8 +1,10 @@
-// The segmentation view: "Segment" on a scene opens an interactive session on it (the server's
-// /api/segment/sessions), its mask drawn over the map as an image layer with an opacity slider.
-// A click on the imagery is a point of the active class, shift-click or right-click a "not this
-// class" point; undo / redo / clear; the class list (with colours) is the legend. Accept writes
-// the mask's polygons into the label store; the class GeoTIFF and GeoJSON can be downloaded.
+// The segmentation view: "Segment" on a scene, on a search result or on the map's view opens an
+// interactive session on that part of a scene (the server's /api/segment/sessions), its mask
+// drawn over the map as an image layer with an opacity slider. Tools: points (a click is the
+// active class, shift-click or right-click "not this class"), a brush (drag; shift: "not") and a
+// box (drag around a piece of the class); undo / redo / clear; the class list (with colours) is
+// the legend. Accept writes the mask's polygons into the label store; the class GeoTIFF and
+// GeoJSON can be downloaded.
 
 import { api } from './api.js';
 
@@ -20,7 +22,9 @@ export function createSegmentation(map, ui) {
     version: 0,
     busy: false,
     last: null, // the last UpdateView
-    opaque: null, // for tests: opaque pixels of the overlay
+    drawn: null, // what the map shows: {version, features}
+    tool: 'point', // 'point' | 'brush' | 'box'
+    stroke: null, // the brush stroke or box being drawn: {points: [[lon, lat]], negative}
   };
   window.nadir.segment = seg;
 
@@ -30,22 +34,35 @@ export function createSegmentation(map, ui) {
     s.dataset.state = kind;
   };
 
-  function maskUrl() {
-    return `/api/segment/sessions/${seg.session.id}/mask.png?v=${seg.version}`;
-  }
+  const colourOf = (c, i) => (c.color ? hex(c.color) : PALETTE[i % PALETTE.length]);
 
-  function showMask() {
-    const coordinates = seg.session.corners;
-    if (!coordinates) return;
+  /// Draws the mask as its class polygons (a fill layer: MapLibre's image sources drew the PNG
+  /// overlay's transparent pixels black in headless Chromium).
+  async function showMask() {
+    if (!seg.session || !seg.session.corners) return;
+    const sid = seg.session.id;
+    const version = seg.version;
+    let fc;
+    try {
+      fc = await api.segment.polygons(sid);
+    } catch (e) {
+      say(`Cannot draw the mask: ${e.reason || e.message}`, 'error');
+      return;
+    }
+    // A newer update, or another session, may have come meanwhile.
+    if (!seg.session || seg.session.id !== sid || seg.version !== version) return;
+    const colours = ['match', ['get', 'class'], ...seg.session.classes.flatMap((c, i) => [i, colourOf(c, i)]), '#ffffff'];
     const src = map.getSource('segment-mask');
-    if (src) src.updateImage({ url: maskUrl(), coordinates });
+    if (src) src.setData(fc);
     else {
-      map.addSource('segment-mask', { type: 'image', url: maskUrl(), coordinates });
+      map.addSource('segment-mask', { type: 'geojson', data: fc });
       map.addLayer({
-        id: 'segment-mask', type: 'raster', source: 'segment-mask',
-        paint: { 'raster-opacity': Number($('segment-opacity').value) / 100, 'raster-fade-duration': 0, 'raster-resampling': 'nearest' },
+        id: 'segment-mask', type: 'fill', source: 'segment-mask',
+        paint: { 'fill-color': colours, 'fill-opacity': Number($('segment-opacity').value) / 100, 'fill-antialias': false },
       });
     }
+    map.setPaintProperty('segment-mask', 'fill-color', colours);
+    seg.drawn = { version, features: fc.features.length };
   }
 
   function renderClasses() {
@@ -55,7 +72,7 @@ export function createSegmentation(map, ui) {
         el('li', {},
           el('label', { class: 'seg-class' },
             el('input', { type: 'radio', name: 'seg-class', value: i, checked: i === seg.active, onchange: () => (seg.active = i) }),
-            el('span', { class: 'swatch', style: `background:${c.color ? hex(c.color) : PALETTE[i % PALETTE.length]}` }),
+            el('span', { class: 'swatch', style: `background:${colourOf(c, i)}` }),
             ` ${c.name}`,
             el('span', { class: 'muted', 'data-pixels': i }, ''),
           ),
@@ -97,7 +114,8 @@ export function createSegmentation(map, ui) {
       api.segment.input(id(), { kind: 'point', class: seg.active, x: lngLat.lng, y: lngLat.lat, lonlat: true, positive }),
     );
 
-  async function open(scene) {
+  /// Opens a session on `scene` ({id, name}), on the part inside `bbox` ([w, s, e, n]) if given.
+  async function open(scene, bbox) {
     if (seg.session) await close();
     document.body.classList.add('segmenting');
     $('segment-box').hidden = false;
@@ -105,7 +123,9 @@ export function createSegmentation(map, ui) {
     const cls = ui.currentClass() || 'object';
     say('Reading the scene and computing its features (a 2048 px scene takes about 10 s)…', 'loading');
     try {
-      seg.session = await api.segment.create({ scene: scene.id, classes: [{ name: cls, color: rgb(PALETTE[0]) }] });
+      const body = { scene: scene.id, classes: [{ name: cls, color: rgb(PALETTE[0]) }] };
+      if (bbox) body.bbox = bbox;
+      seg.session = await api.segment.create(body);
     } catch (e) {
       say(`Cannot segment this scene: ${e.reason || e.message}`, 'error');
       return;
@@ -123,6 +143,7 @@ export function createSegmentation(map, ui) {
     if (!seg.session) return;
     const sid = id();
     seg.session = null;
+    setTool('point');
     if (map.getLayer('segment-mask')) map.removeLayer('segment-mask');
     if (map.getSource('segment-mask')) map.removeSource('segment-mask');
     $('segment-box').hidden = true;
@@ -141,6 +162,7 @@ export function createSegmentation(map, ui) {
       seg.session = await api.segment.addClass(id(), { name: name.trim(), color });
       seg.active = seg.session.classes.length - 1;
       renderClasses();
+      showMask();
     } catch (e) {
       say(`Cannot add the class: ${e.reason || e.message}`, 'error');
     }
@@ -158,8 +180,60 @@ export function createSegmentation(map, ui) {
     }
   }
 
+  // Tools.
+  function setTool(tool) {
+    seg.tool = tool;
+    for (const t of ['point', 'brush', 'box']) $(`segment-tool-${t}`).classList.toggle('active', t === tool);
+    if (tool === 'point') map.dragPan.enable();
+    else map.dragPan.disable();
+    map.getCanvas().style.cursor = tool === 'point' ? '' : 'crosshair';
+  }
+  const draft = (coords, closed) => {
+    const data = coords && coords.length > 1
+      ? { type: 'Feature', properties: {}, geometry: { type: 'LineString', coordinates: closed ? [...coords, coords[0]] : coords } }
+      : { type: 'FeatureCollection', features: [] };
+    const src = map.getSource('segment-draft');
+    if (src) src.setData(data);
+    else {
+      map.addSource('segment-draft', { type: 'geojson', data });
+      map.addLayer({ id: 'segment-draft', type: 'line', source: 'segment-draft', paint: { 'line-color': '#ff922b', 'line-width': 3 } });
+    }
+  };
+  const boxRing = (a, b) => [[a[0], a[1]], [b[0], a[1]], [b[0], b[1]], [a[0], b[1]]];
+  map.on('mousedown', (e) => {
+    if (!seg.session || seg.tool === 'point' || e.originalEvent.button !== 0) return;
+    e.preventDefault();
+    seg.stroke = { points: [[e.lngLat.lng, e.lngLat.lat]], negative: e.originalEvent.shiftKey };
+  });
+  map.on('mousemove', (e) => {
+    if (!seg.stroke) return;
+    const p = [e.lngLat.lng, e.lngLat.lat];
+    if (seg.tool === 'brush') {
+      seg.stroke.points.push(p);
+      draft(seg.stroke.points, false);
+    } else {
+      seg.stroke.points[1] = p;
+      draft(boxRing(seg.stroke.points[0], p), true);
+    }
+  });
+  map.on('mouseup', () => {
+    const stroke = seg.stroke;
+    seg.stroke = null;
+    draft(null);
+    if (!stroke || !seg.session) return;
+    if (seg.tool === 'brush') {
+      run(stroke.negative ? 'Adding a "not" stroke' : 'Adding a stroke', () =>
+        api.segment.input(id(), { kind: 'scribble', class: seg.active, points: stroke.points, lonlat: true, positive: !stroke.negative }),
+      );
+    } else if (stroke.points.length === 2) {
+      const [[x0, y0], [x1, y1]] = stroke.points;
+      run('Adding a box', () => api.segment.input(id(), { kind: 'box', class: seg.active, x0, y0, x1, y1, lonlat: true }));
+    }
+  });
+  for (const t of ['point', 'brush', 'box']) $(`segment-tool-${t}`).addEventListener('click', () => setTool(t));
+
   $('segment-opacity').addEventListener('input', (e) => {
-    if (map.getLayer('segment-mask')) map.setPaintProperty('segment-mask', 'raster-opacity', Number(e.target.value) / 100);
+    if (map.getLayer('segment-mask')) map.setPaintProperty('segment-mask', 'fill-opacity', Number(e.target.value) / 100);
   });
   $('segment-undo').addEventListener('click', () => run('Undoing', () => api.segment.edit(id(), 'undo')));
   $('segment-redo').addEventListener('click', () => run('Redoing', () => api.segment.edit(id(), 'redo')));
@@ -181,17 +255,24 @@ export function createSegmentation(map, ui) {
     open,
     close,
     active: () => Boolean(seg.session),
-    /// A click on the map while segmenting: a point (shift: "not this class").
+    /// A click on the map while segmenting: a point (shift: "not this class") with the point tool.
     click(e) {
-      input(e.lngLat, !e.originalEvent.shiftKey);
+      if (seg.tool === 'point') input(e.lngLat, !e.originalEvent.shiftKey);
     },
-    /// Keys while segmenting: z undo, Z (shift-z) redo, Esc closes. True when used.
+    /// Keys while segmenting: p / b / x the point, brush and box tools, z undo, Z (shift-z) redo,
+    /// Esc closes. True when used.
     key(e) {
       if (!seg.session) return false;
-      if (e.key === 'z') $('segment-undo').click();
-      else if (e.key === 'Z') $('segment-redo').click();
-      else if (e.key === 'Escape') close();
-      else return false;
+      const keys = {
+        p: () => setTool('point'),
+        b: () => setTool('brush'),
+        x: () => setTool('box'),
+        z: () => $('segment-undo').click(),
+        Z: () => $('segment-redo').click(),
+        Escape: () => close(),
+      };
+      if (!keys[e.key]) return false;
+      keys[e.key]();
       return true;
     },
   };

@@ -374,6 +374,13 @@ test('segmenting a scene: clicks change the overlay, undo restores it, accept wr
   await segInputs(page, 1);
   const one = await overlayPixels(page);
   assert.ok(one > 0, 'a click draws the class');
+  // The map draws it: the mask's polygons are in the map's source.
+  await page.waitForFunction(() => {
+    const seg = window.nadir.segment;
+    return seg.drawn && seg.drawn.version === seg.version && seg.drawn.features > 0;
+  });
+  await mapIdle(page);
+  assert.ok(await page.evaluate(() => window.nadir.map.querySourceFeatures('segment-mask').length) > 0);
   assert.equal(one, (await page.evaluate(() => window.nadir.segment.last.class_pixels[0])));
   assert.equal(await page.evaluate(() => window.nadir.state.searches), searchesBefore, 'a click while segmenting is no search');
   await page.keyboard.down('Shift');
@@ -391,6 +398,21 @@ test('segmenting a scene: clicks change the overlay, undo restores it, accept wr
   await segInputs(page, 2);
   assert.equal(await overlayPixels(page), two, 'redo restores the two-click mask');
   assert.match(await page.textContent('#segment-status'), /updated in \d+ ms/);
+  // A brush stroke, then a box.
+  await page.keyboard.press('b');
+  await page.mouse.move(box.x + box.width * 0.45, box.y + box.height * 0.55);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.55, box.y + box.height * 0.6, { steps: 6 });
+  await page.mouse.up();
+  await segInputs(page, 3);
+  await page.keyboard.press('x');
+  await page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.3);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.6, box.y + box.height * 0.6, { steps: 4 });
+  await page.mouse.up();
+  await segInputs(page, 4);
+  assert.equal(await page.evaluate(() => window.nadir.segment.tool), 'box');
+  await page.keyboard.press('p');
   await page.click('#segment-accept');
   await page.waitForFunction(() => /Accepted|failed/.test(document.querySelector('#segment-status').textContent));
   const status = await page.textContent('#segment-status');
@@ -400,6 +422,24 @@ test('segmenting a scene: clicks change the overlay, undo restores it, accept wr
   await page.keyboard.press('Escape');
   await page.waitForFunction(() => !window.nadir.segment.session);
   assert.equal(await page.isVisible('#segment-box'), false);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test('a search result opens a segmentation session around it', T, async () => {
+  const page = await openMap();
+  await page.fill('#search', 'a river with a bridge');
+  const s = await searched(page, () => page.press('#search', 'Enter'));
+  assert.equal(s.status, 'done', s.text);
+  await page.click('#results li.result:first-child button.seg');
+  await page.waitForFunction(() => {
+    const seg = window.nadir.segment;
+    return seg && seg.session && document.querySelector('#segment-status').dataset.state === 'done';
+  }, null, { timeout: 120_000 });
+  const win = await page.evaluate(() => window.nadir.segment.session.window);
+  assert.ok(win[2] > 0 && win[2] < 1500 && win[3] < 1500, `a window around the result, not the whole scene: ${win}`);
+  await page.keyboard.press('Escape');
+  await page.waitForFunction(() => !window.nadir.segment.session);
   assert.deepEqual(page.errors, []);
   await page.close();
 });
