@@ -54,11 +54,11 @@ fn a_session_follows_clicks_and_its_mask_becomes_labels() -> Result<()> {
         let (_, scenes) = json_call(app.clone(), "GET", "/api/scenes", None).await;
         let scene = scenes["features"][0]["properties"]["id"].as_str().context("a scene id")?.to_string();
 
-        let body = json!({"scene": scene, "window": [0, 0, 512, 384], "classes": [{"name": "water", "color": [0, 90, 255]}]});
+        let body = json!({"scene": scene, "window": [512, 512, 1024, 1024], "classes": [{"name": "water", "color": [0, 90, 255]}]});
         let (st, s) = json_call(app.clone(), "POST", "/api/segment/sessions", Some(body)).await;
         ensure!(st == StatusCode::CREATED, "{st}: {s}");
         let id = s["id"].as_str().context("id")?.to_string();
-        ensure!(s["window"] == json!([0, 0, 512, 384]) && s["corners"].as_array().map(Vec::len) == Some(4), "{s}");
+        ensure!(s["window"] == json!([512, 512, 1024, 1024]) && s["corners"].as_array().map(Vec::len) == Some(4), "{s}");
         let base = format!("/api/segment/sessions/{id}");
 
         let (st, png) = call(app.clone(), "GET", &format!("{base}/mask.png"), None).await;
@@ -89,18 +89,21 @@ fn a_session_follows_clicks_and_its_mask_becomes_labels() -> Result<()> {
         let path = dir.path().join("mask.tif");
         std::fs::write(&path, &tif)?;
         let ds = gdal::Dataset::open(&path)?;
-        ensure!(ds.raster_size() == (512, 384) && !ds.projection().is_empty());
+        ensure!(ds.raster_size() == (1024, 1024) && !ds.projection().is_empty());
         let (st, gj) = json_call(app.clone(), "GET", &format!("{base}/mask.geojson"), None).await;
         ensure!(st == StatusCode::OK && gj["type"] == "FeatureCollection", "{gj}");
 
         let (st, acc) = json_call(app.clone(), "POST", &format!("{base}/accept"), None).await;
         ensure!(st == StatusCode::OK, "{st}: {acc}");
         let (_, labels) = json_call(app.clone(), "GET", "/api/labels?class=water", None).await;
-        let n = labels.to_string().matches("\"water\"").count();
-        ensure!(
-            acc["labelled"].as_u64() == Some(0) || n > 0,
-            "accepted labels are in the store: {acc} / {labels}"
-        );
+        let stored = labels["labels"].as_array().map_or(0, Vec::len) as u64;
+        let labelled = acc["labelled"].as_u64().context("labelled")?;
+        ensure!(labelled > 0 && stored == labelled, "accepted labels are in the store: {acc} / {labels}");
+        // The accepted patches and the mask's polygons make a training set.
+        let req = json!({"name": "segmented", "class": "water", "masks": acc["geojson"], "mask_class": "water"});
+        let (st, ex) = json_call(app.clone(), "POST", "/api/export", Some(req)).await;
+        ensure!(st == StatusCode::OK, "{st}: {ex}");
+        ensure!(ex["chips"].as_u64() == Some(labelled) && ex["masks"].as_u64().unwrap_or(0) > 0, "{ex}");
 
         let (st, _) = call(app.clone(), "DELETE", &base, None).await;
         ensure!(st == StatusCode::NO_CONTENT);
