@@ -20,7 +20,7 @@ def curve(targets):
 def main():
     out, runs = sys.argv[1], sys.argv[2:]
     sets = sorted({s for r in runs for s in json.load(open(r.split("=", 1)[1]))})
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 5), squeeze=False)
     for ax, name in zip(axes[0], sets):
         for r in runs:
             label, path = r.split("=", 1)
@@ -33,8 +33,9 @@ def main():
         ax.set_ylabel("IoU")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     fig.savefig(out, dpi=110)
 
 

@@ -319,6 +319,9 @@ pub struct SessionArgs {
     /// Optimiser steps per update.
     #[arg(long, default_value_t = 150)]
     steps: usize,
+    /// Weight of the nearest-exemplar term (cosine to the clicked cells) in the logits (0: none).
+    #[arg(long, default_value_t = 15.0)]
+    exemplar_weight: f32,
     /// Random cells used as weak negatives.
     #[arg(long, default_value_t = 256)]
     weak_negatives: usize,
@@ -346,6 +349,7 @@ impl SessionArgs {
             },
             click_radius: self.click_radius,
             superpixel_size: self.superpixels,
+            exemplar_weight: self.exemplar_weight,
             propagation: self.propagation,
             weak_negatives: self.weak_negatives,
             max_pixels: (self.max_megapixels * 1e6) as u64,
