@@ -296,6 +296,9 @@ function renderLabels() {
         el('span', { class: 'mark', title: kind }, kind === 'positive' ? '+' : '−'),
         el('img', { class: 'thumb small', src: h.thumbnail_url, alt: '', width: 40, height: 40 }),
         el('span', { class: 'id' }, `${h.patch_id.slice(0, 8)}… ${h.scene_name || ''}`),
+        segmentation
+          ? el('button', { type: 'button', class: 'seg', title: 'Segment around this patch', 'aria-label': `Segment around ${h.patch_id}`, onclick: () => segmentAroundPatch(h.patch_id) }, '✎')
+          : null,
         el('button', { type: 'button', class: 'remove', title: 'Remove this label', 'aria-label': `Remove label ${h.patch_id}`, onclick: () => unlabel(h.patch_id) }, '×'),
       ),
     );
@@ -360,6 +363,15 @@ function segmentAround(hit) {
   const bbox = [w - dx, s - dy, e + dx, n + dy];
   view.fitBbox(bbox);
   segmentation.open({ id: hit.scene, name: hit.scene_name }, bbox);
+}
+
+/// The same for a labelled patch (labels loaded from the store carry only their id).
+async function segmentAroundPatch(id) {
+  try {
+    segmentAround(await api.patch(id));
+  } catch (e) {
+    setStatus('error', `Cannot segment around patch ${id}: ${e.reason || e.message}`);
+  }
 }
 
 /// Opens a segmentation session on the part of the scene under the map's centre that is in view.

@@ -426,7 +426,7 @@ test('segmenting a scene: clicks change the overlay, undo restores it, accept wr
   await page.close();
 });
 
-test('a search result opens a segmentation session around it', T, async () => {
+test('a search result, and a label, open a segmentation session around them', T, async () => {
   const page = await openMap();
   await page.fill('#search', 'a river with a bridge');
   const s = await searched(page, () => page.press('#search', 'Enter'));
@@ -438,6 +438,18 @@ test('a search result opens a segmentation session around it', T, async () => {
   }, null, { timeout: 120_000 });
   const win = await page.evaluate(() => window.nadir.segment.session.window);
   assert.ok(win[2] > 0 && win[2] < 1500 && win[3] < 1500, `a window around the result, not the whole scene: ${win}`);
+  await page.keyboard.press('Escape');
+  await page.waitForFunction(() => !window.nadir.segment.session);
+  // And from a label in the list.
+  const cls = await freshClass(page);
+  await page.locator('#search').blur();
+  await searched(page, () => page.keyboard.press('y'));
+  assert.deepEqual((await stored(page, cls)).length, 1);
+  await page.click('#labels li.label button.seg');
+  await page.waitForFunction(() => {
+    const seg = window.nadir.segment;
+    return seg && seg.session && document.querySelector('#segment-status').dataset.state === 'done';
+  }, null, { timeout: 120_000 });
   await page.keyboard.press('Escape');
   await page.waitForFunction(() => !window.nadir.segment.session);
   assert.deepEqual(page.errors, []);
