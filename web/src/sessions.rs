@@ -603,28 +603,50 @@ async fn mask_geojson(State(s): State<Sessions>, Path(id): Path<String>) -> Resu
     Ok(Json(v))
 }
 
-/// Accepts the mask: its polygons label, per class, every patch whose centroid lies inside.
+/// Accepts the mask: every patch of the window gets the class of its centre pixel as a label.
 #[utoipa::path(post, path = "/api/segment/sessions/{id}/accept", params(("id" = String, Path)),
     responses((status = 200, body = AcceptView), (status = 400, body = Object), (status = 404, body = Object)))]
 async fn accept(State(s): State<Sessions>, Path(id): Path<String>) -> Result<Json<AcceptView>> {
     let (session, georef) = s.get(&id)?;
     let engine = s.engine.clone();
+    let sessions = s.clone();
     let view = blocking(move || {
         if georef.is_none() {
             return Err(Error::BadRequest(
                 "the scene has no georeference: its mask cannot label patches (download it instead)".into(),
             ));
         }
-        let geojson = polygons(&session.lock().expect("session lock"), georef.as_ref())?;
+        let (scene, window) = {
+            let open = sessions.open.lock().expect("sessions lock");
+            let e = open
+                .get(&id)
+                .ok_or_else(|| Error::NotFound(format!("no session {id}")))?;
+            (e.scene.clone(), e.window)
+        };
+        let s = session.lock().expect("session lock");
+        let geojson = polygons(&s, georef.as_ref())?;
         let n = geojson["features"].as_array().map_or(0, Vec::len);
-        let mut labelled = 0;
-        if n > 0 {
-            // Each feature carries its class name; the default class is never used.
-            let mut fc = geojson.clone();
-            for f in fc["features"].as_array_mut().into_iter().flatten() {
-                let name = f["properties"]["name"].clone();
-                f["properties"] = serde_json::json!({"class": name, "positive": true});
+        // Each patch of the window whose centre pixel has a class gets that class's label (a
+        // lookup in the mask, not a polygon test: masks have polygons of many vertices).
+        let (w, labels) = (s.info().width, s.labels());
+        let mut features = Vec::new();
+        for r in engine.index().records().iter().filter(|r| r.scene == scene) {
+            let (cx, cy) = (r.window.x + r.window.width / 2, r.window.y + r.window.height / 2);
+            let inside = (window.x..window.x + window.width).contains(&cx)
+                && (window.y..window.y + window.height).contains(&cy);
+            if !inside {
+                continue;
             }
+            let v = labels[((cy - window.y) * w + (cx - window.x)) as usize];
+            if let Some(c) = s.classes().get(usize::from(v)) {
+                features.push(serde_json::json!({"type": "Feature", "geometry": null,
+                    "properties": {"patch_id": r.id.to_string(), "class": c.name, "positive": true}}));
+            }
+        }
+        drop(s);
+        let mut labelled = 0;
+        if !features.is_empty() {
+            let fc = serde_json::json!({"type": "FeatureCollection", "features": features});
             let report = nadir_query::labels::import_geojson(&engine, &fc, "segmented", true)
                 .map_err(|e| Error::BadRequest(e.to_string()))?;
             labelled = report.added;
