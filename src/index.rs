@@ -78,13 +78,16 @@ pub struct AddArgs {
     /// Scene files or folders.
     #[arg(required = true)]
     scenes: Vec<PathBuf>,
-    /// Window side in source pixels (default: the model's input size).
+    /// Window side in source pixels (default: on georeferenced scenes the model's training
+    /// ground size, see --ground-size; elsewhere the model's input size).
     #[arg(long)]
     patch: Option<u32>,
     /// Step between windows as a share of the window (0.5: half overlap).
     #[arg(long, default_value_t = 1.0)]
     stride: f64,
     /// Window side on the ground in metres (resamples so every patch covers the same area).
+    /// Default: the ground size the model was trained at, when it records one (the default
+    /// model does), unless --patch is given.
     #[arg(long)]
     ground_size: Option<f64>,
     /// Edge handling: shift (last window moved inward), drop, pad.
@@ -133,6 +136,7 @@ fn add(a: AddArgs) -> Result<()> {
         // Keep adding with the model that built the index.
         let m = Manifest::load(&a.dir.index)?.model;
         model.model = Some(m.source.unwrap_or(m.name));
+        model.sha256 = Some(m.sha256);
     }
     let model_source = model
         .model
@@ -140,7 +144,15 @@ fn add(a: AddArgs) -> Result<()> {
         .map(std::path::Path::new)
         .filter(|p| p.is_file())
         .and_then(|p| p.canonicalize().ok())
-        .map(|p| p.display().to_string());
+        .map(|p| p.display().to_string())
+        // nadir-lite with its own adapters: the adapters file identifies the model.
+        .or_else(|| {
+            model
+                .adapters
+                .as_deref()
+                .and_then(|p| p.canonicalize().ok())
+                .map(|p| p.display().to_string())
+        });
     let encoder = model.load()?;
     let raster = RasterOptions {
         bands: a.bands,
@@ -152,7 +164,11 @@ fn add(a: AddArgs) -> Result<()> {
     let tiling = Tiling {
         patch: a.patch.unwrap_or(out),
         stride: a.stride,
-        ground_size_m: a.ground_size,
+        ground_size_m: a.ground_size.or(if a.patch.is_none() {
+            encoder.ground_size_m()
+        } else {
+            None
+        }),
         edge: a.edge,
         out,
     };

@@ -6,14 +6,14 @@ mod labels;
 mod search;
 mod segment;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use nadir_clip::adapter::{Positives, TrainConfig};
 use nadir_clip::registry::{load_encoder, ModelSpec};
-use nadir_clip::training::{align, AlignOptions};
+use nadir_clip::training::{align, AlignOptions, DataSet};
 use nadir_clip::{Activation, ClipConfig, Encoder};
 
 #[derive(Parser, Debug)]
@@ -30,8 +30,8 @@ struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 struct ModelArgs {
     /// Model: nadir-lite (the default, offline), a CLIP name (remoteclip-vit-b-32,
-    /// remoteclip-vit-l-14, openai-vit-b-32) or a CLIP weights file (open_clip .pt/.safetensors or
-    /// Hugging Face CLIP .safetensors).
+    /// remoteclip-vit-l-14, openai-vit-b-32), a CLIP weights file (open_clip .pt/.safetensors or
+    /// Hugging Face CLIP .safetensors) or a nadir-lite adapters file.
     #[arg(long, short = 'm')]
     model: Option<String>,
     /// nadir-lite: an adapters file to use instead of the bundled one.
@@ -44,6 +44,9 @@ struct ModelArgs {
     /// Override the MLP activation of the model.
     #[arg(long, value_enum)]
     activation: Option<ActivationArg>,
+    /// nadir-lite: the model id an existing index recorded (picks the bundled adapters version).
+    #[arg(skip)]
+    sha256: Option<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -119,9 +122,16 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct TrainArgs {
-    /// UCM folder with captions.csv and images/.
+    /// UCM folder with captions.csv and images/ (used when --data is not given).
     #[arg(long, default_value = "../shared/data/ucm")]
     ucm: PathBuf,
+    /// A folder of data sets in the UCM-captions layout, one subfolder each (as
+    /// `scripts/prepare_alignment_data.py` writes them); train on those named by --datasets.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The subfolders of --data to train on, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "ucm,rsicd,eurosat")]
+    datasets: Vec<String>,
     /// Where to write the adapters.
     #[arg(long, default_value = "clip/assets/nadir-lite/adapters.safetensors")]
     out: PathBuf,
@@ -154,15 +164,43 @@ struct TrainArgs {
     /// Which in-batch pairs are positives: pair, same-caption, same-class.
     #[arg(long, value_enum, default_value = "same-caption")]
     positives: PositivesArg,
-    /// Dihedral views per training image (1 to 8).
-    #[arg(long, default_value_t = 8)]
-    views: usize,
+    /// Ground side in metres recorded in the adapters: georeferenced scenes are tiled to it by
+    /// default (UC Merced's views are 77 m, RSICD/AID's mostly 100 to 300 m, EuroSAT's 640 m).
+    #[arg(long)]
+    ground_size: Option<f64>,
+    /// Dihedral views per training image (1 to 8): one value for every set, or one per set in
+    /// --datasets order (e.g. 8,2,2: all views of the small UCM, two of the large sets).
+    #[arg(long, value_delimiter = ',', default_value = "8")]
+    views: Vec<usize>,
+    /// How many times each set's training captions enter an epoch: one value, or one per set in
+    /// --datasets order (e.g. 4,1,1 weighs the small UCM up against RSICD).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    repeat: Vec<usize>,
     /// Do not add the class prompts ("an aerial photo of {class}." ...) as extra training captions.
     #[arg(long)]
     no_prompts: bool,
     /// Also fine-tune the image tower's last layer (1x1 head convolution).
     #[arg(long)]
     unfreeze_head: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct RetrievalArgs {
+    /// A folder of data sets as `scripts/prepare_alignment_data.py` writes them.
+    #[arg(long)]
+    data: PathBuf,
+    /// The subfolders of --data to measure, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "rsicd,ucm,eurosat")]
+    datasets: Vec<String>,
+    /// Adapters file to measure (default: the bundled ones).
+    #[arg(long)]
+    adapters: Option<PathBuf>,
+    /// Feature cache folder (default: ~/.cache/nadir/features).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -180,6 +218,10 @@ enum BenchWhat {
     /// Interactive segmentation with a simulated analyst (the standard click protocol): IoU after
     /// 1 to 20 clicks, clicks to reach 80/85/90 % IoU, time per click.
     Interactive(segment::BenchInteractiveArgs),
+    /// The default model on the field's retrieval and scene benchmarks (RSICD and UCM-captions
+    /// retrieval, zero-shot scene accuracy on AID/RSICD, EuroSAT and UC Merced), each on its
+    /// held-out split, next to RemoteCLIP's published figures.
+    Retrieval(RetrievalArgs),
     /// CLIP encoders on CPU with random weights of a real architecture.
     Clip {
         /// Architecture preset: ViT-B-32 or ViT-L-14.
@@ -261,6 +303,7 @@ impl ModelArgs {
                 ActivationArg::Gelu => Activation::Gelu,
             }),
             adapters: self.adapters.clone(),
+            sha256: self.sha256.clone(),
         };
         load_encoder(&spec).with_context(|| format!("loading model `{}`", spec.name()))
     }
@@ -330,6 +373,9 @@ fn main() -> Result<()> {
         Command::Bench {
             what: BenchWhat::Segmentation(a),
         } => segment::bench(a)?,
+        Command::Bench {
+            what: BenchWhat::Retrieval(a),
+        } => bench_retrieval(a)?,
         Command::Bench {
             what: BenchWhat::Clip { arch, batch, seconds },
         } => {
@@ -447,17 +493,63 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+fn bench_retrieval(a: RetrievalArgs) -> Result<()> {
+    let models = nadir_clip::lite::models_dir();
+    let cache = a
+        .cache
+        .unwrap_or_else(|| models.parent().unwrap_or(&models).join("features"));
+    let towers = nadir_clip::lite::LiteTowers::load(&models)?;
+    let adapters = match &a.adapters {
+        Some(p) => nadir_clip::adapter::Adapters::load(p)?,
+        None => nadir_clip::adapter::Adapters::from_bytes(
+            nadir_clip::lite::BUNDLED_ADAPTERS,
+            Path::new("<bundled nadir-lite adapters>"),
+        )?,
+    };
+    let opts = nadir_clip::retrieval::RetrievalBench {
+        datasets: DataSet::in_dir(&a.data, &a.datasets),
+        cache_dir: cache,
+    };
+    let results = nadir_clip::retrieval::bench_retrieval(&towers, &adapters, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        println!(
+            "nadir-lite adapters {} (trained on: {}), percent",
+            a.adapters
+                .as_ref()
+                .map_or("bundled".to_string(), |p| p.display().to_string()),
+            if adapters.trained_on.is_empty() {
+                "not recorded".to_string()
+            } else {
+                adapters.trained_on.join(", ")
+            }
+        );
+        print!("{}", nadir_clip::retrieval::markdown(&results));
+    }
+    Ok(())
+}
+
 fn train_adapters(a: TrainArgs) -> Result<()> {
     let models = nadir_clip::lite::models_dir();
     let cache = a
         .cache
         .unwrap_or_else(|| models.parent().unwrap_or(&models).join("features"));
+    let datasets = match &a.data {
+        Some(dir) => DataSet::in_dir(dir, &a.datasets),
+        None => vec![DataSet {
+            name: "ucm".into(),
+            root: a.ucm.clone(),
+        }],
+    };
     let opts = AlignOptions {
-        ucm_root: a.ucm.clone(),
+        datasets,
         cache_dir: cache,
         image_views: a.views,
+        repeat: a.repeat,
         prompt_augmentation: !a.no_prompts,
         unfreeze_head: a.unfreeze_head,
+        ground_size_m: a.ground_size,
         train: TrainConfig {
             dim: a.dim,
             hidden: a.hidden,
@@ -489,26 +581,34 @@ fn train_adapters(a: TrainArgs) -> Result<()> {
         a.epochs
     );
     println!(
-        "val ({} images, {} captions):",
+        "val ({} images, {} captions), each set in its own gallery:",
         report.val_images, report.val_captions
     );
-    println!("| direction | R@1 | R@5 | R@10 |");
-    println!("|---|---:|---:|---:|");
-    println!(
-        "| text to image | {} | {} | {} |",
-        pct(report.val.t2i[0]),
-        pct(report.val.t2i[1]),
-        pct(report.val.t2i[2])
-    );
-    println!(
-        "| image to text | {} | {} | {} |",
-        pct(report.val.i2t[0]),
-        pct(report.val.i2t[1]),
-        pct(report.val.i2t[2])
-    );
-    println!("mean recall {}", pct(report.val.mean_recall));
-    for (template, acc) in &report.zero_shot {
-        println!("zero-shot {template:?}: {}", pct(*acc));
+    println!("| set | t2i R@1 | R@5 | R@10 | i2t R@1 | R@5 | R@10 | mean R |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let row = |name: &str, m: &nadir_clip::eval::RetrievalMetrics| {
+        println!(
+            "| {name} | {} | {} | {} |",
+            m.t2i.map(pct).join(" | "),
+            m.i2t.map(pct).join(" | "),
+            pct(m.mean_recall)
+        );
+    };
+    for (name, m) in &report.val_per_set {
+        row(name, m);
+    }
+    row("mean over sets", &report.val);
+    for z in &report.zero_shot {
+        for (template, acc) in &z.accuracy {
+            println!(
+                "zero-shot {} {} ({} images, {} classes) {template:?}: {}",
+                z.dataset,
+                z.split,
+                z.images,
+                z.classes,
+                pct(*acc)
+            );
+        }
     }
     println!("report: {}", report_path.display());
     Ok(())

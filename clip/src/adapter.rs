@@ -164,6 +164,13 @@ pub struct Adapters {
     pub text: Head,
     /// `exp(logit_scale)` multiplies cosine similarities in the contrastive loss.
     pub logit_scale: f32,
+    /// The data sets the heads were trained on (`ucm`, `rsicd`, ...), recorded in the file's
+    /// metadata; empty when the file does not say.
+    pub trained_on: Vec<String>,
+    /// The ground side (metres) of the views the heads were trained on, which georeferenced
+    /// scenes are tiled to by default; recorded in the file's metadata (`ground_size_m`), `None`
+    /// when the file does not say.
+    pub ground_size_m: Option<f64>,
 }
 
 impl Adapters {
@@ -171,6 +178,23 @@ impl Adapters {
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::from_bytes(&bytes, path)
+    }
+
+    /// Whether `path` is a readable adapters file (a safetensors file whose metadata holds an
+    /// adapters `config`), as opposed to CLIP weights or anything else.
+    pub fn is_adapters_file(path: &Path) -> bool {
+        if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+            return false;
+        }
+        let Ok(bytes) = std::fs::read(path) else {
+            return false;
+        };
+        safetensors::SafeTensors::read_metadata(&bytes).is_ok_and(|(_, meta)| {
+            meta.metadata()
+                .as_ref()
+                .and_then(|m| m.get("config"))
+                .is_some_and(|c| serde_json::from_str::<AdapterConfig>(c).is_ok())
+        })
     }
 
     /// Parses the bytes of an adapters file (`path` names it in errors).
@@ -196,6 +220,17 @@ impl Adapters {
             text: Head::from_tensors("text", &tensors, hidden, None).map_err(|e| bad(e.to_string()))?,
             config,
             logit_scale,
+            trained_on: match meta.metadata().as_ref().and_then(|m| m.get("trained_on")) {
+                Some(j) => serde_json::from_str(j).map_err(|e| bad(format!("`trained_on`: {e}")))?,
+                None => Vec::new(),
+            },
+            ground_size_m: match meta.metadata().as_ref().and_then(|m| m.get("ground_size_m")) {
+                Some(j) => match j.parse::<f64>() {
+                    Ok(g) if g.is_finite() && g > 0.0 => Some(g),
+                    _ => return Err(bad(format!("`ground_size_m`: {j:?} is not a positive number"))),
+                },
+                None => None,
+            },
         })
     }
 
@@ -208,10 +243,19 @@ impl Adapters {
             "logit_scale".into(),
             Tensor::new(&[self.logit_scale], &Device::Cpu)?,
         );
-        let meta = HashMap::from([(
+        let mut meta = HashMap::from([(
             "config".to_string(),
             serde_json::to_string(&self.config).map_err(|e| Error::InvalidInput(e.to_string()))?,
         )]);
+        if !self.trained_on.is_empty() {
+            meta.insert(
+                "trained_on".to_string(),
+                serde_json::to_string(&self.trained_on).map_err(|e| Error::InvalidInput(e.to_string()))?,
+            );
+        }
+        if let Some(g) = self.ground_size_m {
+            meta.insert("ground_size_m".to_string(), g.to_string());
+        }
         let owned = t
             .iter()
             .map(|(k, v)| {
@@ -437,23 +481,45 @@ pub struct PreInit {
     pub bias: Tensor,
 }
 
+/// The element-wise mean of several sets' metrics (each set weighs the same).
+pub fn macro_average(metrics: &[RetrievalMetrics]) -> RetrievalMetrics {
+    let n = metrics.len().max(1) as f32;
+    let mut out = RetrievalMetrics {
+        t2i: [0.0; 3],
+        i2t: [0.0; 3],
+        mean_recall: 0.0,
+    };
+    for m in metrics {
+        for k in 0..3 {
+            out.t2i[k] += m.t2i[k] / n;
+            out.i2t[k] += m.i2t[k] / n;
+        }
+        out.mean_recall += m.mean_recall / n;
+    }
+    out
+}
+
 /// Trains both heads on `train`, choosing the epoch with the best validation mean recall.
 pub fn train(
     train: &PairedFeatures,
     val: &PairedFeatures,
     cfg: &TrainConfig,
 ) -> Result<(Adapters, TrainReport)> {
-    train_with(train, val, cfg, None)
+    train_with(train, &[val], cfg, None)
 }
 
 /// [`train`], optionally also fine-tuning the image tower's last layer (`pre`); the image
-/// features are then the tower's trunk outputs.
+/// features are then the tower's trunk outputs. With several validation sets the epoch is
+/// chosen by their [`macro_average`] (each set counts the same, whatever its size).
 pub fn train_with(
     train: &PairedFeatures,
-    val: &PairedFeatures,
+    vals: &[&PairedFeatures],
     cfg: &TrainConfig,
     pre: Option<PreInit>,
 ) -> Result<(Adapters, TrainReport)> {
+    if vals.is_empty() {
+        return Err(Error::InvalidInput("no validation set".into()));
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let image_pre = pre.as_ref().map(|p| p.cfg);
     let img_head = TrainableHead::new(&train.images, cfg, &mut rng, pre)?;
@@ -485,6 +551,8 @@ pub fn train_with(
             image: img_head.snapshot()?,
             text: txt_head.snapshot()?,
             logit_scale: ls.as_tensor().to_vec1::<f32>()?[0],
+            trained_on: Vec::new(),
+            ground_size_m: None,
         })
     };
     let mut order: Vec<usize> = (0..train.text_image.len()).collect();
@@ -532,7 +600,12 @@ pub fn train_with(
         }
         final_loss = loss_sum / batches.max(1) as f32;
         let adapters = snapshot(&logit_scale)?;
-        let m = evaluate(&adapters, val)?;
+        let m = macro_average(
+            &vals
+                .iter()
+                .map(|v| evaluate(&adapters, v))
+                .collect::<Result<Vec<_>>>()?,
+        );
         tracing::info!(
             epoch,
             loss = final_loss,
@@ -670,7 +743,7 @@ mod tests {
             lr: 1e-2,
             ..Default::default()
         };
-        let (adapters, report) = train_with(&train_set, &val_set, &cfg, Some(pre.clone()))?;
+        let (adapters, report) = train_with(&train_set, &[&val_set], &cfg, Some(pre.clone()))?;
         assert!(report.val.t2i[0] > 0.2, "{:?}", report.val);
         let trained = adapters.image.pre.as_ref().expect("pre layer kept");
         assert_ne!(

@@ -58,6 +58,14 @@ pub trait Encoder: Send + Sync {
     fn dim(&self) -> usize;
     /// The square input side in pixels (a patch of this size is not resized).
     fn input_size(&self) -> u32;
+
+    /// The ground side in metres of the views the model was trained on, when it says: the
+    /// default window of georeferenced scenes, so that a patch shows what the model learnt to
+    /// describe whatever the scene's resolution.
+    fn ground_size_m(&self) -> Option<f64> {
+        None
+    }
+
     /// One L2-normalised vector per image.
     fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>>;
     /// One L2-normalised vector per text.

@@ -26,8 +26,16 @@ pub fn retrieval_metrics(scores: &[Vec<f32>], text_image: &[usize]) -> Retrieval
             }
         }
     }
+    // Image-to-text counts the images that have a caption (a scene set's images may have none).
+    let mut captioned = vec![false; n_img];
+    for &i in text_image {
+        if i < n_img {
+            captioned[i] = true;
+        }
+    }
+    let n_queries = captioned.iter().filter(|&&c| c).count();
     let mut i2t = [0f32; 3];
-    for i in 0..n_img {
+    for i in (0..n_img).filter(|&i| captioned[i]) {
         let column: Vec<f32> = scores.iter().map(|row| row[i]).collect();
         // Best rank among the image's own captions.
         let best = (0..scores.len())
@@ -42,7 +50,7 @@ pub fn retrieval_metrics(scores: &[Vec<f32>], text_image: &[usize]) -> Retrieval
         }
     }
     t2i.iter_mut().for_each(|x| *x /= scores.len().max(1) as f32);
-    i2t.iter_mut().for_each(|x| *x /= n_img.max(1) as f32);
+    i2t.iter_mut().for_each(|x| *x /= n_queries.max(1) as f32);
     let mean_recall = (t2i.iter().sum::<f32>() + i2t.iter().sum::<f32>()) / 6.0;
     RetrievalMetrics {
         t2i,
@@ -86,6 +94,15 @@ mod tests {
         assert_eq!(m.t2i, [2.0 / 3.0, 1.0, 1.0]);
         // Image 0: text 0 ranks first. Image 1: text 1 (0.8) beats text 2 (0.7), so rank 1.
         assert_eq!(m.i2t, [0.5, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn images_without_captions_are_distractors_not_queries() {
+        // Image 2 has no caption: it competes in text-to-image, but is no image-to-text query.
+        let scores = vec![vec![0.9, 0.1, 0.95], vec![0.2, 0.8, 0.0]];
+        let m = retrieval_metrics(&scores, &[0, 1]);
+        assert_eq!(m.t2i, [0.5, 1.0, 1.0]);
+        assert_eq!(m.i2t, [1.0, 1.0, 1.0]);
     }
 
     #[test]

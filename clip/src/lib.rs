@@ -27,6 +27,7 @@ pub mod model;
 pub mod preprocess;
 pub mod registry;
 pub mod resample;
+pub mod retrieval;
 pub mod text;
 pub mod tokenizer;
 pub mod training;

@@ -25,8 +25,16 @@ use crate::preprocess::Preprocessor;
 /// The name of the default model.
 pub const NADIR_LITE: &str = "nadir-lite";
 
-/// The adapters bundled with this build.
+/// The adapters bundled with this build: the current ones, which new indexes use.
 pub static BUNDLED_ADAPTERS: &[u8] = include_bytes!("../assets/nadir-lite/adapters.safetensors");
+
+/// Earlier bundled adapters, kept so that indexes built with them still answer text queries
+/// (an index records the model's id; the build picks the version whose id it names).
+/// `v1`: aligned on UCM-captions only (see `MODEL_CARD.md`, "Earlier versions").
+pub static EARLIER_ADAPTERS: &[(&str, &[u8])] = &[(
+    "v1",
+    include_bytes!("../assets/nadir-lite/adapters-v1.safetensors"),
+)];
 
 /// A file of a tower, where it lives under the models folder, and its pinned checksum.
 struct Pinned {
@@ -210,14 +218,27 @@ impl NadirLite {
         Ok(Self::from_parts(towers, adapters, &adapter_bytes))
     }
 
+    /// Loads the towers from `dir` and the bundled adapters whose model id is `sha256` (an
+    /// index's model): the current ones or an earlier version. `None` when no bundled version
+    /// has that id.
+    pub fn load_bundled_matching(dir: &Path, sha256: &str) -> Result<Option<Self>> {
+        let towers = LiteTowers::load(dir)?;
+        let versions = std::iter::once(("current", BUNDLED_ADAPTERS)).chain(EARLIER_ADAPTERS.iter().copied());
+        for (version, bytes) in versions {
+            if model_sha256(&towers, bytes) == sha256 {
+                let name = format!("<bundled nadir-lite adapters, {version}>");
+                let adapters = Adapters::from_bytes(bytes, Path::new(&name))?;
+                return Ok(Some(Self::from_parts(towers, adapters, bytes)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Assembles the model from loaded parts; `adapter_bytes` (the adapters file) enter the id.
     pub fn from_parts(towers: LiteTowers, adapters: Adapters, adapter_bytes: &[u8]) -> Self {
-        let mut h = sha2::Sha256::new();
-        h.update(towers.files_sha256.as_bytes());
-        h.update(sha2::Sha256::digest(adapter_bytes));
         let id = ModelId {
             name: NADIR_LITE.to_string(),
-            sha256: hex::encode(h.finalize()),
+            sha256: model_sha256(&towers, adapter_bytes),
         };
         Self { towers, adapters, id }
     }
@@ -233,6 +254,14 @@ impl NadirLite {
     }
 }
 
+/// The model id's checksum: the towers' files and the adapters file.
+fn model_sha256(towers: &LiteTowers, adapter_bytes: &[u8]) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(towers.files_sha256.as_bytes());
+    h.update(sha2::Sha256::digest(adapter_bytes));
+    hex::encode(h.finalize())
+}
+
 impl Encoder for NadirLite {
     fn model_id(&self) -> Result<ModelId> {
         Ok(self.id.clone())
@@ -244,6 +273,10 @@ impl Encoder for NadirLite {
 
     fn input_size(&self) -> u32 {
         self.towers.preprocessor.image_size
+    }
+
+    fn ground_size_m(&self) -> Option<f64> {
+        self.adapters.ground_size_m
     }
 
     fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>> {

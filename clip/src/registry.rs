@@ -11,7 +11,8 @@ use crate::lite::{models_dir, NadirLite, NADIR_LITE};
 /// A model choice.
 #[derive(Debug, Clone, Default)]
 pub struct ModelSpec {
-    /// `nadir-lite` (default), a known CLIP name, or a CLIP weights file.
+    /// `nadir-lite` (default), a known CLIP name, a CLIP weights file, or a nadir-lite adapters
+    /// file.
     pub model: Option<String>,
     /// CLIP: a config file overriding the one found next to the weights.
     pub config: Option<PathBuf>,
@@ -19,6 +20,9 @@ pub struct ModelSpec {
     pub activation: Option<Activation>,
     /// nadir-lite: an adapters file instead of the bundled one.
     pub adapters: Option<PathBuf>,
+    /// nadir-lite without `adapters`: the model id (sha256) an index recorded, so that the
+    /// bundled adapters version that built it is loaded (a newer build still bundles it).
+    pub sha256: Option<String>,
 }
 
 impl ModelSpec {
@@ -31,6 +35,10 @@ impl ModelSpec {
 /// Loads the encoder a spec names.
 pub fn load_encoder(spec: &ModelSpec) -> Result<Box<dyn Encoder>> {
     match spec.model.as_deref() {
+        // A nadir-lite adapters file (as an index built with `--adapters` records it).
+        Some(model) if crate::adapter::Adapters::is_adapters_file(std::path::Path::new(model)) => Ok(
+            Box::new(NadirLite::load(&models_dir(), Some(std::path::Path::new(model)))?),
+        ),
         Some(model) if !model.eq_ignore_ascii_case(NADIR_LITE) => {
             Ok(Box::new(ClipEncoder::load(&ClipSpec {
                 model: model.to_string(),
@@ -38,9 +46,16 @@ pub fn load_encoder(spec: &ModelSpec) -> Result<Box<dyn Encoder>> {
                 activation: spec.activation,
             })?))
         }
-        _ => Ok(Box::new(NadirLite::load(
-            &models_dir(),
-            spec.adapters.as_deref(),
-        )?)),
+        _ => {
+            if let (None, Some(sha)) = (&spec.adapters, &spec.sha256) {
+                if let Some(model) = NadirLite::load_bundled_matching(&models_dir(), sha)? {
+                    return Ok(Box::new(model));
+                }
+            }
+            Ok(Box::new(NadirLite::load(
+                &models_dir(),
+                spec.adapters.as_deref(),
+            )?))
+        }
     }
 }

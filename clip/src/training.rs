@@ -11,7 +11,8 @@ use serde::Serialize;
 use sha2::Digest;
 
 use crate::adapter::{
-    evaluate, train_with, Adapters, PairedFeatures, PreConfig, PreInit, TrainConfig, TrainReport,
+    evaluate, macro_average, train_with, Adapters, PairedFeatures, PreConfig, PreInit, TrainConfig,
+    TrainReport,
 };
 use crate::error::{Error, Result};
 use crate::eval::{zero_shot_accuracy, RetrievalMetrics};
@@ -27,22 +28,74 @@ pub const PROMPTS: &[&str] = &[
     "a remote sensing image of {}.",
 ];
 
+/// One data set in the UCM-captions layout: `captions.csv` (path, class, split, caption_1..5)
+/// next to its images. A scene set (classes, no captions) leaves the captions empty.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataSet {
+    /// A short name (`ucm`, `rsicd`, `eurosat`): the folder's name under `--data`.
+    pub name: String,
+    #[serde(skip)]
+    pub root: PathBuf,
+}
+
+impl DataSet {
+    /// `dir/<name>` for each name.
+    pub fn in_dir(dir: &Path, names: &[String]) -> Vec<DataSet> {
+        names
+            .iter()
+            .map(|n| DataSet {
+                name: n.clone(),
+                root: dir.join(n),
+            })
+            .collect()
+    }
+
+    /// The set's rows, with its classes (sorted, over every split).
+    pub fn read(&self) -> Result<(Vec<UcmRecord>, Vec<String>)> {
+        let records = read_ucm(&self.root)?;
+        let mut classes: Vec<String> = records.iter().map(|r| r.class.clone()).collect();
+        classes.sort();
+        classes.dedup();
+        Ok((records, classes))
+    }
+}
+
 /// Options of one alignment run.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlignOptions {
-    /// The folder with `captions.csv` and `images/`.
-    #[serde(skip)]
-    pub ucm_root: PathBuf,
+    /// The data sets trained on (their `train` rows) and validated on (their captioned `val` rows).
+    pub datasets: Vec<DataSet>,
     /// Where tower features are cached between runs.
     #[serde(skip)]
     pub cache_dir: PathBuf,
-    /// Dihedral views per training image (1 = none; up to 8: rotations and flips).
-    pub image_views: usize,
+    /// Dihedral views per training image (1 = none; up to 8: rotations and flips), per data set
+    /// in `datasets` order; one value applies to every set. A set with fewer views than the
+    /// most reuses its views in turn.
+    pub image_views: Vec<usize>,
+    /// How many times each set's training captions enter an epoch, per data set in `datasets`
+    /// order (one value applies to every set; empty: once): weighs a small set against large
+    /// ones.
+    #[serde(default)]
+    pub repeat: Vec<usize>,
     /// Add the class prompts as extra captions of each training image.
     pub prompt_augmentation: bool,
     /// Also fine-tune the image tower's last layer (`_conv_head`, BatchNorm folded).
     pub unfreeze_head: bool,
+    /// The ground side (metres) to record in the adapters as the default window of
+    /// georeferenced scenes ([`Adapters::ground_size_m`]).
+    pub ground_size_m: Option<f64>,
     pub train: TrainConfig,
+}
+
+/// Zero-shot accuracy of one data set's split over its own classes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZeroShot {
+    pub dataset: String,
+    pub split: String,
+    pub images: usize,
+    pub classes: usize,
+    /// One per prompt template, then `ensemble` (the mean of the templates' text embeddings).
+    pub accuracy: Vec<(String, f32)>,
 }
 
 /// What an alignment run measured on `val`.
@@ -54,47 +107,98 @@ pub struct AlignReport {
     pub val_images: usize,
     pub val_captions: usize,
     pub train_report: TrainReport,
-    /// Retrieval on `val` with the chosen epoch.
+    /// Retrieval on the captioned `val` rows with the chosen epoch: the mean over the sets of each
+    /// set's recall in its own gallery.
     pub val: RetrievalMetrics,
-    /// Zero-shot accuracy on `val` images, one per prompt template, then the template ensemble.
-    pub zero_shot: Vec<(String, f32)>,
+    /// Each captioned set's `val` retrieval (each set its own gallery).
+    pub val_per_set: Vec<(String, RetrievalMetrics)>,
+    /// Zero-shot accuracy on each set's `val` images.
+    pub zero_shot: Vec<ZeroShot>,
 }
 
 /// Runs one alignment and returns the adapters and their report.
 pub fn align(towers: &LiteTowers, opts: &AlignOptions) -> Result<(Adapters, AlignReport)> {
-    let records = read_ucm(&opts.ucm_root)?;
-    let classes: Vec<String> = {
-        let mut c: Vec<String> = records.iter().map(|r| r.class.clone()).collect();
-        c.sort();
-        c.dedup();
-        c
-    };
-    let split = |name: &str| {
-        records
-            .iter()
-            .filter(|r| r.split == name)
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    let (train_recs, val_recs) = (split("train"), split("val"));
-    if train_recs.is_empty() || val_recs.is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "{}: need both `train` and `val` rows",
-            opts.ucm_root.join("captions.csv").display()
-        )));
+    if opts.datasets.is_empty() {
+        return Err(Error::InvalidInput("no data set to train on".into()));
     }
     let cache = FeatureCache::new(&opts.cache_dir, &towers.files_sha256)?;
     let trunk = opts.unfreeze_head;
-    let train_set = paired(
-        towers,
-        &cache,
-        &train_recs,
-        &classes,
-        opts.image_views,
-        opts.prompt_augmentation,
-        trunk,
-    )?;
-    let val_set = paired(towers, &cache, &val_recs, &classes, 1, false, trunk)?;
+    let mut train_parts = Vec::new();
+    let mut val_parts = Vec::new();
+    let mut zero_shot_sets = Vec::new();
+    let (mut train_images, mut class_offset) = (0, 0);
+    if !(opts.image_views.len() == 1 || opts.image_views.len() == opts.datasets.len()) {
+        return Err(Error::InvalidInput(format!(
+            "{} view counts for {} data sets: give one, or one per set",
+            opts.image_views.len(),
+            opts.datasets.len()
+        )));
+    }
+    if !(opts.repeat.len() <= 1 || opts.repeat.len() == opts.datasets.len()) {
+        return Err(Error::InvalidInput(format!(
+            "{} repeat counts for {} data sets: give one, or one per set",
+            opts.repeat.len(),
+            opts.datasets.len()
+        )));
+    }
+    for (d, ds) in opts.datasets.iter().enumerate() {
+        let views = opts.image_views[d.min(opts.image_views.len() - 1)];
+        let repeat = opts
+            .repeat
+            .get(d.min(opts.repeat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(1)
+            .max(1);
+        let (records, classes) = ds.read()?;
+        let split = |name: &str| {
+            records
+                .iter()
+                .filter(|r| r.split == name)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let (train_recs, val_recs) = (split("train"), split("val"));
+        tracing::info!(
+            dataset = ds.name,
+            train = train_recs.len(),
+            val = val_recs.len(),
+            classes = classes.len(),
+            "data set"
+        );
+        train_images += train_recs.len();
+        if !train_recs.is_empty() {
+            let p = paired(
+                towers,
+                &cache,
+                &train_recs,
+                &classes,
+                class_offset,
+                views,
+                opts.prompt_augmentation,
+                trunk,
+            )?;
+            train_parts.push(repeat_texts(p, repeat)?);
+        }
+        if !val_recs.is_empty() {
+            let v = paired(towers, &cache, &val_recs, &classes, class_offset, 1, false, trunk)?;
+            if !v.text_image.is_empty() {
+                val_parts.push((ds.name.clone(), v.clone()));
+            }
+            zero_shot_sets.push((ds.name.clone(), classes.clone(), class_offset, v));
+        }
+        class_offset += classes.len();
+    }
+    if train_parts.is_empty() || val_parts.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{}: need `train` rows and captioned `val` rows",
+            opts.datasets
+                .iter()
+                .map(|d| d.root.join("captions.csv").display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let train_set = concat(&train_parts)?;
     let pre = if trunk {
         let (weight_t, bias) = towers.image.head_parameters();
         let (channels, out) = weight_t.dims2()?;
@@ -110,30 +214,56 @@ pub fn align(towers: &LiteTowers, opts: &AlignOptions) -> Result<(Adapters, Alig
     } else {
         None
     };
-    let (adapters, train_report) = train_with(&train_set, &val_set, &opts.train, pre)?;
-    let val = evaluate(&adapters, &val_set)?;
-    let zero_shot = zero_shot(towers, &adapters, &val_set, &classes)?;
+    let (mut adapters, train_report) = train_with(
+        &train_set,
+        &val_parts.iter().map(|(_, v)| v).collect::<Vec<_>>(),
+        &opts.train,
+        pre,
+    )?;
+    adapters.trained_on = opts.datasets.iter().map(|d| d.name.clone()).collect();
+    adapters.ground_size_m = opts.ground_size_m;
+    let val_per_set = val_parts
+        .iter()
+        .map(|(name, v)| Ok((name.clone(), evaluate(&adapters, v)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let val = macro_average(&val_per_set.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>());
+    let zero_shot = zero_shot_sets
+        .iter()
+        .map(|(name, classes, offset, v)| {
+            let local: Vec<usize> = v.image_class.iter().map(|c| c - offset).collect();
+            Ok(ZeroShot {
+                dataset: name.clone(),
+                split: "val".into(),
+                images: local.len(),
+                classes: classes.len(),
+                accuracy: zero_shot(towers, &adapters, &v.images, &local, classes)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let report = AlignReport {
         options: opts.clone(),
-        train_images: train_recs.len(),
+        train_images,
         train_captions: train_set.text_image.len(),
-        val_images: val_recs.len(),
-        val_captions: val_set.text_image.len(),
+        val_images: val_parts.iter().map(|(_, v)| v.image_class.len()).sum(),
+        val_captions: val_parts.iter().map(|(_, v)| v.text_image.len()).sum(),
         train_report,
         val,
+        val_per_set,
         zero_shot,
     };
     Ok((adapters, report))
 }
 
-/// Zero-shot accuracy per template and for the mean of the templates' text embeddings.
+/// Zero-shot accuracy of `images` (tower rows, view 0 first) whose classes are `image_class`
+/// (indices into `classes`), per template and for the mean of the templates' text embeddings.
 pub fn zero_shot(
     towers: &LiteTowers,
     adapters: &Adapters,
-    split: &PairedFeatures,
+    images: &Tensor,
+    image_class: &[usize],
     classes: &[String],
 ) -> Result<Vec<(String, f32)>> {
-    let images = split.images.narrow(0, 0, split.image_class.len())?;
+    let images = images.narrow(0, 0, image_class.len())?;
     let zi = adapters.image.forward(&images)?;
     let mut out = Vec::new();
     let mut sum: Option<Tensor> = None;
@@ -145,10 +275,7 @@ pub fn zero_shot(
         let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
         let zt = adapters.text.forward(&towers.text_features(&refs)?)?;
         let scores: Vec<Vec<f32>> = zi.matmul(&zt.t()?)?.to_vec2()?;
-        out.push((
-            template.to_string(),
-            zero_shot_accuracy(&scores, &split.image_class),
-        ));
+        out.push((template.to_string(), zero_shot_accuracy(&scores, image_class)));
         sum = Some(match sum {
             None => zt,
             Some(s) => (s + zt)?,
@@ -156,12 +283,48 @@ pub fn zero_shot(
     }
     if let Some(s) = sum {
         let scores: Vec<Vec<f32>> = zi.matmul(&s.t()?)?.to_vec2()?;
-        out.push((
-            "ensemble".to_string(),
-            zero_shot_accuracy(&scores, &split.image_class),
-        ));
+        out.push(("ensemble".to_string(), zero_shot_accuracy(&scores, image_class)));
     }
     Ok(out)
+}
+
+/// Joins the paired features of several sets, keeping the view-major row order
+/// [`PairedFeatures::views`] documents; a set with fewer views than the most repeats its views
+/// in turn (view `v` is its view `v % views`).
+fn concat(parts: &[PairedFeatures]) -> Result<PairedFeatures> {
+    let views = parts.iter().map(|p| p.views).max().unwrap_or(1);
+    let mut image_blocks = Vec::new();
+    for v in 0..views {
+        for p in parts {
+            let n = p.image_class.len();
+            image_blocks.push(p.images.narrow(0, (v % p.views) * n, n)?);
+        }
+    }
+    let mut out = PairedFeatures {
+        images: Tensor::cat(&image_blocks, 0)?,
+        texts: Tensor::cat(&parts.iter().map(|p| p.texts.clone()).collect::<Vec<_>>(), 0)?,
+        text_image: Vec::new(),
+        text_strings: Vec::new(),
+        image_class: Vec::new(),
+        views,
+    };
+    for p in parts {
+        let offset = out.image_class.len();
+        out.text_image.extend(p.text_image.iter().map(|i| i + offset));
+        out.text_strings.extend(p.text_strings.iter().cloned());
+        out.image_class.extend(p.image_class.iter().copied());
+    }
+    Ok(out)
+}
+
+/// `p` with its captions listed `times` times (each pairing with its image as before).
+fn repeat_texts(mut p: PairedFeatures, times: usize) -> Result<PairedFeatures> {
+    if times > 1 {
+        p.texts = Tensor::cat(&vec![p.texts.clone(); times], 0)?;
+        p.text_image = p.text_image.repeat(times);
+        p.text_strings = (0..times).flat_map(|_| p.text_strings.iter().cloned()).collect();
+    }
+    Ok(p)
 }
 
 /// The eight symmetries of the square; aerial scenes have no up.
@@ -179,11 +342,13 @@ fn view(img: &RgbImage, v: usize) -> RgbImage {
     }
 }
 
-fn paired(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn paired(
     towers: &LiteTowers,
     cache: &FeatureCache,
     recs: &[UcmRecord],
     classes: &[String],
+    class_offset: usize,
     views: usize,
     prompts: bool,
     trunk: bool,
@@ -235,14 +400,34 @@ fn paired(
             }
         }
     }
-    let texts = cache.get_or_compute("text", &text_strings, || {
-        let refs: Vec<&str> = text_strings.iter().map(String::as_str).collect();
+    // Each distinct string once (scene sets repeat a few prompts thousands of times).
+    let mut unique: Vec<String> = Vec::new();
+    let mut slot: HashMap<&str, u32> = HashMap::new();
+    let rows: Vec<u32> = text_strings
+        .iter()
+        .map(|t| {
+            *slot.entry(t.as_str()).or_insert_with(|| {
+                unique.push(t.clone());
+                (unique.len() - 1) as u32
+            })
+        })
+        .collect();
+    let distinct = cache.get_or_compute("text", &unique, || {
+        let refs: Vec<&str> = unique.iter().map(String::as_str).collect();
         tracing::info!(texts = refs.len(), "computing text features");
+        if refs.is_empty() {
+            return Ok(Tensor::zeros((0, 384), candle_core::DType::F32, &Device::Cpu)?);
+        }
         towers.text_features(&refs)
     })?;
+    let texts = if rows.is_empty() {
+        distinct
+    } else {
+        distinct.index_select(&Tensor::new(rows.as_slice(), &Device::Cpu)?, 0)?
+    };
     let image_class = recs
         .iter()
-        .map(|r| classes.iter().position(|c| *c == r.class).unwrap_or(0))
+        .map(|r| class_offset + classes.iter().position(|c| *c == r.class).unwrap_or(0))
         .collect();
     Ok(PairedFeatures {
         images,
@@ -255,12 +440,12 @@ fn paired(
 }
 
 /// Tower features on disk, keyed by the towers' checksum and the exact list of inputs.
-struct FeatureCache {
+pub(crate) struct FeatureCache {
     dir: PathBuf,
 }
 
 impl FeatureCache {
-    fn new(root: &Path, towers_sha256: &str) -> Result<Self> {
+    pub(crate) fn new(root: &Path, towers_sha256: &str) -> Result<Self> {
         let dir = root.join(&towers_sha256[..16.min(towers_sha256.len())]);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         Ok(Self { dir })
@@ -290,5 +475,45 @@ impl FeatureCache {
         candle_core::safetensors::save(&HashMap::from([("features".to_string(), x.clone())]), &tmp)?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         Ok(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` images with `views` views; image `i`'s view `v` is the row `[100 * set + 10 * v + i]`.
+    fn set(set: usize, n: usize, views: usize) -> PairedFeatures {
+        let rows: Vec<f32> = (0..views)
+            .flat_map(|v| (0..n).map(move |i| (100 * set + 10 * v + i) as f32))
+            .collect();
+        PairedFeatures {
+            images: Tensor::from_vec(rows, (views * n, 1), &Device::Cpu).unwrap(),
+            texts: Tensor::zeros((n, 1), candle_core::DType::F32, &Device::Cpu).unwrap(),
+            text_image: (0..n).collect(),
+            text_strings: (0..n).map(|i| format!("caption {set} {i}")).collect(),
+            image_class: vec![set; n],
+            views,
+        }
+    }
+
+    #[test]
+    fn concat_keeps_view_major_rows_and_cycles_the_views_of_smaller_sets() {
+        let joined = concat(&[set(0, 2, 3), set(1, 1, 1)]).unwrap();
+        assert_eq!(joined.views, 3);
+        let rows: Vec<f32> = joined.images.flatten_all().unwrap().to_vec1().unwrap();
+        // View-major: every image's view 0, then view 1, ...; set 1 has only view 0.
+        assert_eq!(rows, vec![0., 1., 100., 10., 11., 100., 20., 21., 100.]);
+        // Texts point at their image in the joined numbering.
+        assert_eq!(joined.text_image, vec![0, 1, 2]);
+        assert_eq!(joined.image_class, vec![0, 0, 1]);
+    }
+
+    #[test]
+    fn repeated_captions_keep_their_images() {
+        let p = repeat_texts(set(0, 2, 1), 3).unwrap();
+        assert_eq!(p.text_image, vec![0, 1, 0, 1, 0, 1]);
+        assert_eq!(p.texts.dims(), &[6, 1]);
+        assert_eq!(p.text_strings[4], "caption 0 0");
     }
 }

@@ -35,7 +35,7 @@ pub fn bench_index(encoder: &dyn Encoder, scene: &Path, opts: &AddOptions) -> Re
     let tiling = opts
         .tiling
         .clone()
-        .unwrap_or_else(|| crate::Tiling::for_input(encoder.input_size()));
+        .unwrap_or_else(|| crate::Tiling::for_encoder(encoder));
     let opened = Scene::open(scene, &opts.raster.clone().unwrap_or_default())?;
     let (w, h) = opened.size();
     let pixel = opened.georef().map(|g| g.pixel_size_m(w, h)).transpose()?;

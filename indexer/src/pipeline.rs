@@ -120,7 +120,7 @@ pub fn add(dir: &Path, encoder: &dyn Encoder, inputs: &[PathBuf], opts: &AddOpti
         .tiling
         .clone()
         .or_else(|| existing.as_ref().map(|m| m.tiling.clone()))
-        .unwrap_or_else(|| Tiling::for_input(encoder.input_size()));
+        .unwrap_or_else(|| Tiling::for_encoder(encoder));
     let raster = opts
         .raster
         .clone()

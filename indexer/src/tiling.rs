@@ -61,6 +61,15 @@ impl Tiling {
         }
     }
 
+    /// The default tiling for `encoder`: windows of its input size, no overlap, and on
+    /// georeferenced scenes windows of the ground size it was trained at, when it says.
+    pub fn for_encoder(encoder: &dyn nadir_clip::Encoder) -> Self {
+        Tiling {
+            ground_size_m: encoder.ground_size_m(),
+            ..Tiling::for_input(encoder.input_size())
+        }
+    }
+
     /// Checks the parameters.
     pub fn validate(&self) -> Result<()> {
         if self.patch < 2 || self.out < 2 {
@@ -185,5 +194,46 @@ mod tests {
         );
         assert_eq!(t.windows(256, 256, None).len(), 1);
         assert_eq!(t.windows(256, 256, Some(0.3)).len(), 4);
+    }
+
+    /// A model that records the ground size of its training views.
+    struct Trained(Option<f64>);
+
+    impl nadir_clip::Encoder for Trained {
+        fn model_id(&self) -> nadir_clip::Result<nadir_clip::ModelId> {
+            Ok(nadir_clip::ModelId {
+                name: "trained".into(),
+                sha256: "0".repeat(64),
+            })
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn input_size(&self) -> u32 {
+            224
+        }
+        fn ground_size_m(&self) -> Option<f64> {
+            self.0
+        }
+        fn embed_images(&self, images: &[image::RgbImage]) -> nadir_clip::Result<Vec<Vec<f32>>> {
+            Ok(vec![vec![1.0, 0.0]; images.len()])
+        }
+        fn embed_texts(&self, texts: &[&str]) -> nadir_clip::Result<Vec<Vec<f32>>> {
+            Ok(vec![vec![1.0, 0.0]; texts.len()])
+        }
+    }
+
+    #[test]
+    fn default_windows_follow_the_models_training_ground_size() {
+        // 0.1 m drone imagery and a model trained on 80 m views: 800 px windows, resampled to
+        // the 224 px input; a chip without georeference keeps the input size.
+        let t = Tiling::for_encoder(&Trained(Some(80.0)));
+        assert_eq!(
+            (t.out, t.window_px(Some(0.1)), t.window_px(None)),
+            (224, 800, 224)
+        );
+        assert_eq!(t.windows(2048, 2048, Some(0.1)).len(), 9);
+        let plain = Tiling::for_encoder(&Trained(None));
+        assert_eq!(plain.window_px(Some(0.1)), 224);
     }
 }

@@ -65,10 +65,12 @@ impl Engine {
         let encoder = if !info.text && model.is_none() {
             None
         } else {
-            let spec = model.unwrap_or_else(|| ModelSpec {
+            let mut spec = model.unwrap_or_else(|| ModelSpec {
                 model: Some(info.source.clone().unwrap_or(info.name.clone())),
                 ..Default::default()
             });
+            // nadir-lite: load the bundled adapters version that built this index.
+            spec.sha256.get_or_insert_with(|| info.sha256.clone());
             Some(load_encoder(&spec)?)
         };
         Self::new(index, encoder)

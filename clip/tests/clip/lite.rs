@@ -109,3 +109,33 @@ fn zero_shot_on_real_ucm_images() -> Result<()> {
     assert!(acc >= 0.6, "zero-shot accuracy {acc} on {} images", picked.len());
     Ok(())
 }
+
+/// An index records the model id it was built with; a build with newer adapters still loads the
+/// earlier bundled version that id names, and nothing for an id it does not bundle.
+#[test]
+fn bundled_versions_are_found_by_their_id() -> Result<()> {
+    let Some(current) = load_lite("bundled_versions_are_found_by_their_id")? else {
+        return Ok(());
+    };
+    let current_id = current.model_id()?;
+    let again = NadirLite::load_bundled_matching(&models_dir(), &current_id.sha256)?
+        .expect("the current adapters are found by their id");
+    assert_eq!(again.model_id()?, current_id);
+    assert!(!nadir_clip::lite::EARLIER_ADAPTERS.is_empty());
+    for (version, bytes) in nadir_clip::lite::EARLIER_ADAPTERS {
+        let file = tempfile::NamedTempFile::new()?;
+        std::fs::write(file.path(), bytes)?;
+        let earlier = NadirLite::load(&models_dir(), Some(file.path()))?;
+        let id = earlier.model_id()?;
+        assert_ne!(id, current_id, "{version} has its own id");
+        let found = NadirLite::load_bundled_matching(&models_dir(), &id.sha256)?
+            .unwrap_or_else(|| panic!("{version} is found by its id"));
+        assert_eq!(found.model_id()?, id);
+        // Same vectors as the version that was asked for, not the current one.
+        let q = ["a river with a bridge"];
+        assert_eq!(found.embed_texts(&q)?, earlier.embed_texts(&q)?);
+        assert_ne!(found.embed_texts(&q)?, current.embed_texts(&q)?);
+    }
+    assert!(NadirLite::load_bundled_matching(&models_dir(), &"0".repeat(64))?.is_none());
+    Ok(())
+}

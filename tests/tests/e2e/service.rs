@@ -103,8 +103,9 @@ fn search_similar_patch_and_thumbnail() -> Result<()> {
 
         let (s, mut patch) = json_call(app.clone(), "GET", &format!("/api/patches/{id}"), None).await;
         ensure!(s == StatusCode::OK && patch["patch_id"] == id.as_str());
-        ensure!(patch["labels"].as_array().unwrap().len() == 3);
-        patch["labels"] = json!("[3 zero-shot labels]");
+        // Up to 3 zero-shot labels, only those that clear the calibrated margin.
+        ensure!(patch["labels"].as_array().unwrap().len() <= 3, "{patch}");
+        patch["labels"] = json!("[up to 3 zero-shot labels]");
         insta::assert_json_snapshot!("patch", patch, { ".patch_id" => "[id]", ".scene" => "[scene id: name and path hash]", ".thumbnail_url" => "[url]", ".window" => "[window]", ".centroid" => "[centroid]", ".footprint" => "[footprint]", ".h3" => "[cell]" });
 
         let (s, jpeg) = call(app.clone(), "GET", &format!("/api/patches/{id}/thumbnail.jpg"), None).await;
