@@ -39,9 +39,10 @@ pub struct SetResult {
     pub images: usize,
     pub captions: usize,
     pub classes: usize,
-    /// True when the adapters were trained on this set's `train` split (the split measured is
-    /// still disjoint from it, but the domain is not held out).
-    pub in_training: bool,
+    /// Whether the adapters were trained on this set's `train` split (the split measured is
+    /// still disjoint from it, but the domain is not held out); `None` when the adapters file
+    /// does not record its training sets (v1: UCM-captions only).
+    pub in_training: Option<bool>,
     /// Retrieval recall over the captioned images; `None` for a scene set without captions.
     pub retrieval: Option<RetrievalMetrics>,
     /// Zero-shot accuracy per prompt template and for the template ensemble (fractions).
@@ -106,7 +107,7 @@ pub fn bench_retrieval(
             images: recs.len(),
             captions: set.text_image.len(),
             classes: classes.len(),
-            in_training: adapters.trained_on.iter().any(|t| *t == ds.name),
+            in_training: (!adapters.trained_on.is_empty()).then(|| adapters.trained_on.contains(&ds.name)),
             retrieval,
             zero_shot: zero_shot(towers, adapters, &set.images, &set.image_class, &classes)?,
             reference: remoteclip_reference(&ds.name),
@@ -128,10 +129,10 @@ pub fn markdown(results: &[SetResult]) -> String {
             r.dataset.clone(),
             r.split.clone(),
             r.images.to_string(),
-            if r.in_training {
-                "no (trained on its train split)"
-            } else {
-                "yes"
+            match r.in_training {
+                Some(true) => "no (trained on its train split)",
+                Some(false) => "yes",
+                None => "not recorded",
             }
             .to_string(),
         ];
@@ -171,7 +172,7 @@ mod tests {
                 images: 2,
                 captions: 10,
                 classes: 2,
-                in_training: true,
+                in_training: Some(true),
                 retrieval: Some(RetrievalMetrics {
                     t2i: [0.5, 1.0, 1.0],
                     i2t: [0.5, 1.0, 1.0],
@@ -186,7 +187,7 @@ mod tests {
                 images: 3,
                 captions: 0,
                 classes: 10,
-                in_training: false,
+                in_training: Some(false),
                 retrieval: None,
                 zero_shot: vec![("ensemble".into(), 0.25)],
                 reference: remoteclip_reference("eurosat"),

@@ -14,11 +14,13 @@ use serde_json::{json, Value};
 
 use crate::common::{call, json_call, lite_towers_present, root, rt};
 
-/// An index of the Manila scene and the web router over it.
+/// An index of the Manila scene (224 px windows, so that many patch centres fall in a session's
+/// window) and the web router over it.
 fn app(dir: &std::path::Path) -> Result<Router> {
     let enc = nadir_clip::registry::load_encoder(&Default::default())?;
     let opts = nadir_indexer::AddOptions {
         progress: false,
+        tiling: Some(nadir_indexer::Tiling::for_input(enc.input_size())),
         ..Default::default()
     };
     nadir_indexer::add(
