@@ -160,17 +160,17 @@ fn add(a: AddArgs) -> Result<()> {
         stretch_u8: a.stretch_u8,
         max_nodata: a.max_nodata,
     };
-    let out = encoder.input_size();
+    // The model's default tiling, with what was given on the command line; --patch alone also
+    // turns off the model's ground size.
+    let default = Tiling::for_encoder(encoder.as_ref());
     let tiling = Tiling {
-        patch: a.patch.unwrap_or(out),
+        patch: a.patch.unwrap_or(default.patch),
         stride: a.stride,
-        ground_size_m: a.ground_size.or(if a.patch.is_none() {
-            encoder.ground_size_m()
-        } else {
-            None
-        }),
+        ground_size_m: a
+            .ground_size
+            .or(default.ground_size_m.filter(|_| a.patch.is_none())),
         edge: a.edge,
-        out,
+        ..default
     };
     let opts = nadir_indexer::AddOptions {
         tiling: Some(tiling),

@@ -6,7 +6,7 @@ mod labels;
 mod search;
 mod segment;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -494,17 +494,11 @@ fn main() -> Result<()> {
 }
 
 fn bench_retrieval(a: RetrievalArgs) -> Result<()> {
-    let models = nadir_clip::lite::models_dir();
-    let cache = a
-        .cache
-        .unwrap_or_else(|| models.parent().unwrap_or(&models).join("features"));
-    let towers = nadir_clip::lite::LiteTowers::load(&models)?;
+    let cache = a.cache.unwrap_or_else(nadir_clip::lite::features_dir);
+    let towers = nadir_clip::lite::LiteTowers::load(&nadir_clip::lite::models_dir())?;
     let adapters = match &a.adapters {
         Some(p) => nadir_clip::adapter::Adapters::load(p)?,
-        None => nadir_clip::adapter::Adapters::from_bytes(
-            nadir_clip::lite::BUNDLED_ADAPTERS,
-            Path::new("<bundled nadir-lite adapters>"),
-        )?,
+        None => nadir_clip::lite::bundled_adapters()?,
     };
     let opts = nadir_clip::retrieval::RetrievalBench {
         datasets: DataSet::in_dir(&a.data, &a.datasets),
@@ -531,10 +525,7 @@ fn bench_retrieval(a: RetrievalArgs) -> Result<()> {
 }
 
 fn train_adapters(a: TrainArgs) -> Result<()> {
-    let models = nadir_clip::lite::models_dir();
-    let cache = a
-        .cache
-        .unwrap_or_else(|| models.parent().unwrap_or(&models).join("features"));
+    let cache = a.cache.unwrap_or_else(nadir_clip::lite::features_dir);
     let datasets = match &a.data {
         Some(dir) => DataSet::in_dir(dir, &a.datasets),
         None => vec![DataSet {
@@ -567,7 +558,7 @@ fn train_adapters(a: TrainArgs) -> Result<()> {
             seed: a.seed,
         },
     };
-    let towers = nadir_clip::lite::LiteTowers::load(&models)?;
+    let towers = nadir_clip::lite::LiteTowers::load(&nadir_clip::lite::models_dir())?;
     let (adapters, report) = align(&towers, &opts)?;
     adapters.save(&a.out)?;
     let report_path = a.report.unwrap_or_else(|| a.out.with_extension("report.json"));

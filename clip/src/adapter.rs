@@ -17,7 +17,7 @@ use rand_distr::Distribution;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::eval::{retrieval_metrics, RetrievalMetrics};
+use crate::eval::{macro_average, retrieval_metrics, RetrievalMetrics};
 use crate::transformer::l2_normalize;
 
 /// Shape of the two heads.
@@ -156,6 +156,9 @@ impl Module for Head {
     }
 }
 
+/// The largest safetensors header [`Adapters::is_adapters_file`] reads (the format's own limit).
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 /// The image and text heads plus the learned temperature.
 #[derive(Debug, Clone)]
 pub struct Adapters {
@@ -181,18 +184,32 @@ impl Adapters {
     }
 
     /// Whether `path` is a readable adapters file (a safetensors file whose metadata holds an
-    /// adapters `config`), as opposed to CLIP weights or anything else.
+    /// adapters `config`), as opposed to CLIP weights or anything else. Reads only the file's
+    /// header (at most [`MAX_HEADER_BYTES`]), not the tensors: a CLIP weights file of hundreds
+    /// of megabytes is then loaded once, by its own loader.
     pub fn is_adapters_file(path: &Path) -> bool {
+        use std::io::Read;
         if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
             return false;
         }
-        let Ok(bytes) = std::fs::read(path) else {
+        let Ok(mut file) = std::fs::File::open(path) else {
             return false;
         };
-        safetensors::SafeTensors::read_metadata(&bytes).is_ok_and(|(_, meta)| {
-            meta.metadata()
-                .as_ref()
-                .and_then(|m| m.get("config"))
+        let mut len = [0u8; 8];
+        if file.read_exact(&mut len).is_err() {
+            return false;
+        }
+        let len = u64::from_le_bytes(len);
+        if len > MAX_HEADER_BYTES {
+            return false;
+        }
+        let mut header = vec![0u8; len as usize];
+        if file.read_exact(&mut header).is_err() {
+            return false;
+        }
+        serde_json::from_slice::<serde_json::Value>(&header).is_ok_and(|h| {
+            h["__metadata__"]["config"]
+                .as_str()
                 .is_some_and(|c| serde_json::from_str::<AdapterConfig>(c).is_ok())
         })
     }
@@ -479,24 +496,6 @@ pub struct PreInit {
     pub weight_t: Tensor,
     /// [out]
     pub bias: Tensor,
-}
-
-/// The element-wise mean of several sets' metrics (each set weighs the same).
-pub fn macro_average(metrics: &[RetrievalMetrics]) -> RetrievalMetrics {
-    let n = metrics.len().max(1) as f32;
-    let mut out = RetrievalMetrics {
-        t2i: [0.0; 3],
-        i2t: [0.0; 3],
-        mean_recall: 0.0,
-    };
-    for m in metrics {
-        for k in 0..3 {
-            out.t2i[k] += m.t2i[k] / n;
-            out.i2t[k] += m.i2t[k] / n;
-        }
-        out.mean_recall += m.mean_recall / n;
-    }
-    out
 }
 
 /// Trains both heads on `train`, choosing the epoch with the best validation mean recall.

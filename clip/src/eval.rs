@@ -14,6 +14,24 @@ pub struct RetrievalMetrics {
 
 const KS: [usize; 3] = [1, 5, 10];
 
+/// The element-wise mean of several sets' metrics (each set weighs the same).
+pub fn macro_average(metrics: &[RetrievalMetrics]) -> RetrievalMetrics {
+    let n = metrics.len().max(1) as f32;
+    let mut out = RetrievalMetrics {
+        t2i: [0.0; 3],
+        i2t: [0.0; 3],
+        mean_recall: 0.0,
+    };
+    for m in metrics {
+        for k in 0..3 {
+            out.t2i[k] += m.t2i[k] / n;
+            out.i2t[k] += m.i2t[k] / n;
+        }
+        out.mean_recall += m.mean_recall / n;
+    }
+    out
+}
+
 /// `scores[t][i]`: similarity of text `t` and image `i`; `text_image[t]`: the image of text `t`.
 pub fn retrieval_metrics(scores: &[Vec<f32>], text_image: &[usize]) -> RetrievalMetrics {
     let n_img = scores.first().map_or(0, Vec::len);

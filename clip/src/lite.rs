@@ -36,6 +36,11 @@ pub static EARLIER_ADAPTERS: &[(&str, &[u8])] = &[(
     include_bytes!("../assets/nadir-lite/adapters-v1.safetensors"),
 )];
 
+/// The current bundled adapters ([`BUNDLED_ADAPTERS`]), parsed.
+pub fn bundled_adapters() -> Result<Adapters> {
+    Adapters::from_bytes(BUNDLED_ADAPTERS, Path::new("<bundled nadir-lite adapters>"))
+}
+
 /// A file of a tower, where it lives under the models folder, and its pinned checksum.
 struct Pinned {
     rel: &'static str,
@@ -68,6 +73,13 @@ pub fn models_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
     home.join(".cache/nadir/models")
+}
+
+/// The default cache of tower features for training and benchmarks: `features` beside
+/// [`models_dir`] (`~/.cache/nadir/features`).
+pub fn features_dir() -> PathBuf {
+    let models = models_dir();
+    models.parent().unwrap_or(&models).join("features")
 }
 
 /// Checks that every tower file is present with its pinned sha256; returns the combined digest.
@@ -206,14 +218,11 @@ impl NadirLite {
     pub fn load(dir: &Path, adapters: Option<&Path>) -> Result<Self> {
         let towers = LiteTowers::load(dir)?;
         let (adapters, adapter_bytes) = match adapters {
-            Some(path) => (
-                Adapters::load(path)?,
-                std::fs::read(path).map_err(|e| Error::io(path, e))?,
-            ),
-            None => (
-                Adapters::from_bytes(BUNDLED_ADAPTERS, Path::new("<bundled nadir-lite adapters>"))?,
-                BUNDLED_ADAPTERS.to_vec(),
-            ),
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                (Adapters::from_bytes(&bytes, path)?, bytes)
+            }
+            None => (bundled_adapters()?, BUNDLED_ADAPTERS.to_vec()),
         };
         Ok(Self::from_parts(towers, adapters, &adapter_bytes))
     }

@@ -11,11 +11,10 @@ use serde::Serialize;
 use sha2::Digest;
 
 use crate::adapter::{
-    evaluate, macro_average, train_with, Adapters, PairedFeatures, PreConfig, PreInit, TrainConfig,
-    TrainReport,
+    evaluate, train_with, Adapters, PairedFeatures, PreConfig, PreInit, TrainConfig, TrainReport,
 };
 use crate::error::{Error, Result};
-use crate::eval::{zero_shot_accuracy, RetrievalMetrics};
+use crate::eval::{macro_average, zero_shot_accuracy, RetrievalMetrics};
 use crate::lite::LiteTowers;
 use crate::preprocess::load_rgb;
 use crate::ucm::{class_phrase, read_ucm, UcmRecord};
@@ -127,28 +126,9 @@ pub fn align(towers: &LiteTowers, opts: &AlignOptions) -> Result<(Adapters, Alig
     let mut val_parts = Vec::new();
     let mut zero_shot_sets = Vec::new();
     let (mut train_images, mut class_offset) = (0, 0);
-    if !(opts.image_views.len() == 1 || opts.image_views.len() == opts.datasets.len()) {
-        return Err(Error::InvalidInput(format!(
-            "{} view counts for {} data sets: give one, or one per set",
-            opts.image_views.len(),
-            opts.datasets.len()
-        )));
-    }
-    if !(opts.repeat.len() <= 1 || opts.repeat.len() == opts.datasets.len()) {
-        return Err(Error::InvalidInput(format!(
-            "{} repeat counts for {} data sets: give one, or one per set",
-            opts.repeat.len(),
-            opts.datasets.len()
-        )));
-    }
-    for (d, ds) in opts.datasets.iter().enumerate() {
-        let views = opts.image_views[d.min(opts.image_views.len() - 1)];
-        let repeat = opts
-            .repeat
-            .get(d.min(opts.repeat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(1)
-            .max(1);
+    let image_views = per_set(&opts.image_views, opts.datasets.len(), "view", None)?;
+    let repeats = per_set(&opts.repeat, opts.datasets.len(), "repeat", Some(1))?;
+    for ((ds, &views), &repeat) in opts.datasets.iter().zip(&image_views).zip(&repeats) {
         let (records, classes) = ds.read()?;
         let split = |name: &str| {
             records
@@ -177,7 +157,7 @@ pub fn align(towers: &LiteTowers, opts: &AlignOptions) -> Result<(Adapters, Alig
                 opts.prompt_augmentation,
                 trunk,
             )?;
-            train_parts.push(repeat_texts(p, repeat)?);
+            train_parts.push(repeat_texts(p, repeat.max(1))?);
         }
         if !val_recs.is_empty() {
             let v = paired(towers, &cache, &val_recs, &classes, class_offset, 1, false, trunk)?;
@@ -286,6 +266,20 @@ pub fn zero_shot(
         out.push(("ensemble".to_string(), zero_shot_accuracy(&scores, image_class)));
     }
     Ok(out)
+}
+
+/// One value per data set from an option that takes one value for every set or one per set
+/// (`empty`: what no value means; `None`: an error).
+fn per_set(values: &[usize], sets: usize, what: &str, empty: Option<usize>) -> Result<Vec<usize>> {
+    match (values, empty) {
+        ([], Some(v)) => Ok(vec![v; sets]),
+        ([v], _) => Ok(vec![*v; sets]),
+        (vs, _) if vs.len() == sets => Ok(vs.to_vec()),
+        (vs, _) => Err(Error::InvalidInput(format!(
+            "{} {what} counts for {sets} data sets: give one, or one per set",
+            vs.len()
+        ))),
+    }
 }
 
 /// Joins the paired features of several sets, keeping the view-major row order
@@ -507,6 +501,16 @@ mod tests {
         // Texts point at their image in the joined numbering.
         assert_eq!(joined.text_image, vec![0, 1, 2]);
         assert_eq!(joined.image_class, vec![0, 0, 1]);
+    }
+
+    #[test]
+    fn per_set_options_take_one_value_or_one_per_set() {
+        assert_eq!(per_set(&[8], 3, "view", None).unwrap(), vec![8, 8, 8]);
+        assert_eq!(per_set(&[8, 2, 2], 3, "view", None).unwrap(), vec![8, 2, 2]);
+        assert_eq!(per_set(&[], 2, "repeat", Some(1)).unwrap(), vec![1, 1]);
+        let err = per_set(&[8, 2], 3, "view", None).unwrap_err().to_string();
+        assert!(err.contains("2 view counts for 3 data sets"), "{err}");
+        assert!(per_set(&[], 2, "view", None).is_err());
     }
 
     #[test]

@@ -139,3 +139,28 @@ fn bundled_versions_are_found_by_their_id() -> Result<()> {
     assert!(NadirLite::load_bundled_matching(&models_dir(), &"0".repeat(64))?.is_none());
     Ok(())
 }
+
+/// Adapters files are told apart from CLIP weights by their header alone; a hostile header
+/// length is refused without reading (or allocating) it.
+#[test]
+fn adapters_files_are_recognised_by_their_header() -> Result<()> {
+    use nadir_clip::adapter::{Adapters, MAX_HEADER_BYTES};
+    let dir = tempfile::tempdir()?;
+    let adapters = dir.path().join("a.safetensors");
+    std::fs::write(&adapters, nadir_clip::lite::BUNDLED_ADAPTERS)?;
+    assert!(Adapters::is_adapters_file(&adapters));
+    let renamed = dir.path().join("a.bin");
+    std::fs::write(&renamed, nadir_clip::lite::BUNDLED_ADAPTERS)?;
+    assert!(!Adapters::is_adapters_file(&renamed), "only .safetensors files");
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-quickgelu.safetensors");
+    assert!(clip.is_file());
+    assert!(!Adapters::is_adapters_file(&clip), "CLIP weights are not adapters");
+    let hostile = dir.path().join("h.safetensors");
+    let mut bytes = (MAX_HEADER_BYTES + 1).to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{}");
+    std::fs::write(&hostile, bytes)?;
+    assert!(!Adapters::is_adapters_file(&hostile));
+    std::fs::write(&hostile, 2u64.to_le_bytes())?;
+    assert!(!Adapters::is_adapters_file(&hostile), "a truncated header");
+    Ok(())
+}
