@@ -154,7 +154,10 @@ fn adapters_files_are_recognised_by_their_header() -> Result<()> {
     assert!(!Adapters::is_adapters_file(&renamed), "only .safetensors files");
     let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-quickgelu.safetensors");
     assert!(clip.is_file());
-    assert!(!Adapters::is_adapters_file(&clip), "CLIP weights are not adapters");
+    assert!(
+        !Adapters::is_adapters_file(&clip),
+        "CLIP weights are not adapters"
+    );
     let hostile = dir.path().join("h.safetensors");
     let mut bytes = (MAX_HEADER_BYTES + 1).to_le_bytes().to_vec();
     bytes.extend_from_slice(b"{}");
