@@ -71,8 +71,10 @@ serve() { # index, port
   cat "target/web-serve-$2.log" >&2
   return 1
 }
-# Start from empty label stores (the labels API keeps them in the index folder).
+# Start from empty label stores (the labels API keeps them in the index folder), without the
+# training sets earlier runs exported there.
 rm -f target/web-index/labels.sqlite* target/web-ucm-index/labels.sqlite*
+rm -rf target/web-index/exports target/web-ucm-index/exports
 port=$(free_port)
 serve target/web-index "$port"
 map_url=http://127.0.0.1:$port/

@@ -14,6 +14,13 @@ use nadir_query::{Engine, GeoFilter};
 
 use crate::index::IndexDir;
 
+/// `nadir labels suggest --mode`.
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum ModeArg {
+    Likely,
+    Uncertain,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum LabelsCommand {
     /// Label patches for a class (relabelling replaces); prints each stored label as it is
@@ -68,6 +75,10 @@ pub enum LabelsCommand {
         dir: IndexDir,
         #[arg(long, short = 'c')]
         class: Option<String>,
+        /// Instead of the labels: the class's labelled positives and every patch its probe finds
+        /// at least this probable (0 to 1), with their probabilities.
+        #[arg(long, requires = "class")]
+        min_probability: Option<f32>,
         /// Write here instead of standard output.
         #[arg(long, short = 'o')]
         out: Option<PathBuf>,
@@ -81,7 +92,8 @@ pub enum LabelsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// What to label next: uncertain patches spread over space, or (--likely) likely positives.
+    /// What to label next: by default the most probable unlabelled patches (`likely`, the best at
+    /// finding a rare class), or `--mode uncertain` (probability nearest 0.5, spread over space).
     Suggest {
         #[command(flatten)]
         dir: IndexDir,
@@ -89,6 +101,9 @@ pub enum LabelsCommand {
         class: String,
         #[arg(short, default_value_t = 10)]
         n: usize,
+        #[arg(long, value_enum, default_value = "likely", conflicts_with = "likely")]
+        mode: ModeArg,
+        /// The same as `--mode likely` (the default).
         #[arg(long)]
         likely: bool,
         /// Only patches inside min_lon,min_lat,max_lon,max_lat.
@@ -198,9 +213,23 @@ pub fn run(cmd: LabelsCommand) -> Result<()> {
                 r.added, r.unmatched
             );
         }
-        LabelsCommand::Export { dir, class, out } => {
+        LabelsCommand::Export {
+            dir,
+            class,
+            min_probability,
+            out,
+        } => {
             let engine = engine(&dir)?;
-            let fc = labels::export_geojson(&engine, class.as_deref())?;
+            let fc = match (min_probability, &class) {
+                (Some(p), Some(c)) => {
+                    let req = learn::ProbableRequest {
+                        min_probability: p,
+                        geofilter: None,
+                    };
+                    learn::probable_geojson(&engine, c, &req)?
+                }
+                _ => labels::export_geojson(&engine, class.as_deref())?,
+            };
             let text = serde_json::to_string_pretty(&fc)? + "\n";
             match out {
                 Some(p) => std::fs::write(&p, text).with_context(|| p.display().to_string())?,
@@ -238,6 +267,7 @@ pub fn run(cmd: LabelsCommand) -> Result<()> {
             dir,
             class,
             n,
+            mode,
             likely,
             bbox,
             json,
@@ -249,10 +279,9 @@ pub fn run(cmd: LabelsCommand) -> Result<()> {
                     bbox: Some(b),
                     ..Default::default()
                 }),
-                mode: if likely {
-                    SuggestMode::Likely
-                } else {
-                    SuggestMode::Uncertain
+                mode: match (likely, mode) {
+                    (true, _) | (_, ModeArg::Likely) => SuggestMode::Likely,
+                    (_, ModeArg::Uncertain) => SuggestMode::Uncertain,
                 },
             };
             let r = learn::suggest(&engine, &class, &req)?;
@@ -293,9 +322,13 @@ pub struct ExportArgs {
     /// Export every labelled patch (of `--class` when given).
     #[arg(long)]
     labelled: bool,
-    /// With `--labelled`: only this class's labels.
+    /// With `--labelled`: only this class's labels; with `--min-probability`: the class.
     #[arg(long, short = 'c')]
     class: Option<String>,
+    /// Export the class's labelled positives and every patch its probe finds at least this
+    /// probable (0 to 1), all as the class: "find all of these".
+    #[arg(long, requires = "class", conflicts_with_all = ["labelled", "patches"])]
+    min_probability: Option<f32>,
     /// GeoJSON polygons (WGS84, or the CRS its `crs` member names) rasterised into a mask per chip.
     #[arg(long)]
     masks: Option<PathBuf>,
@@ -314,10 +347,16 @@ pub struct ExportArgs {
 
 pub fn export(a: ExportArgs) -> Result<()> {
     use nadir_query::export::{ExportRequest, Selection};
-    let selection = match (a.labelled, a.patches.is_empty()) {
-        (true, _) => Selection::Labelled { class: a.class },
-        (false, false) => Selection::Patches(a.patches),
-        (false, true) => bail!("give --patch ID (repeatable) or --labelled"),
+    let selection = match (a.min_probability, a.labelled, a.patches.is_empty()) {
+        (Some(min_probability), _, _) => Selection::Probable {
+            class: a.class.context("--min-probability needs --class")?,
+            min_probability,
+        },
+        (None, true, _) => Selection::Labelled { class: a.class },
+        (None, false, false) => Selection::Patches(a.patches),
+        (None, false, true) => {
+            bail!("give --patch ID (repeatable), --labelled or --class with --min-probability")
+        }
     };
     let engine = engine(&a.dir)?;
     let mut req = ExportRequest::new(a.out, selection);

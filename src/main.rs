@@ -3,6 +3,7 @@
 
 mod index;
 mod labels;
+mod learn_bench;
 mod search;
 mod segment;
 
@@ -245,24 +246,10 @@ enum BenchWhat {
         #[arg(long, default_value_t = 16)]
         batch: usize,
     },
-    /// Simulated active learning on an index whose scene names carry the class (UC Merced):
-    /// mean average precision against labels for three labelling strategies, as CSV.
-    ActiveLearning {
-        #[command(flatten)]
-        dir: index::IndexDir,
-        #[arg(long, default_value_t = 2)]
-        start_positives: usize,
-        #[arg(long, default_value_t = 10)]
-        rounds: usize,
-        #[arg(long, default_value_t = 10)]
-        per_round: usize,
-        /// Repetitions with different seeds per class.
-        #[arg(long, default_value_t = 3)]
-        seeds: u64,
-        /// Top weak negatives up until real negatives reach max(2 x positives, 50).
-        #[arg(long)]
-        top_up: bool,
-    },
+    /// Simulated active learning: on an index whose scene names carry the class (UC Merced,
+    /// mean average precision per labelling strategy, as CSV), or rare targets in an archive of
+    /// scene sets (positives found, recall and AP per round, as CSV, and a summary table).
+    ActiveLearning(learn_bench::ActiveLearningArgs),
     /// The query path on a synthetic index: build time, memory, latency, QPS and recall@10 with
     /// and without geofilters, the raw graph at several ef, and a flat int8 scan.
     Query {
@@ -390,37 +377,8 @@ fn main() -> Result<()> {
             }
         }
         Command::Bench {
-            what:
-                BenchWhat::ActiveLearning {
-                    dir,
-                    start_positives,
-                    rounds,
-                    per_round,
-                    seeds,
-                    top_up,
-                },
-        } => {
-            let index = nadir_indexer::Index::open(&dir.index)?;
-            let sim = nadir_query::learn_bench::Simulation {
-                start_positives,
-                rounds,
-                per_round,
-                seeds,
-                top_up,
-            };
-            let start = std::time::Instant::now();
-            let (classes, curve) = nadir_query::learn_bench::simulate(&index, &sim)?;
-            eprintln!(
-                "{} patches, {} classes, {seeds} seeds, {:.1} s",
-                index.len(),
-                classes.len(),
-                start.elapsed().as_secs_f64()
-            );
-            println!("strategy,labels,mean_average_precision");
-            for (strategy, labels, map) in curve {
-                println!("{},{labels},{map:.4}", strategy.name());
-            }
-        }
+            what: BenchWhat::ActiveLearning(a),
+        } => learn_bench::run(a)?,
         Command::Bench {
             what: BenchWhat::Index { model, scene, batch },
         } => {

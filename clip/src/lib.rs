@@ -11,6 +11,7 @@
 //! ```
 
 pub mod adapter;
+pub mod archive;
 mod atomic;
 pub mod bench;
 pub mod checkpoint;

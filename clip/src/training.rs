@@ -336,6 +336,42 @@ fn view(img: &RgbImage, v: usize) -> RgbImage {
     }
 }
 
+/// The tower features of view `v` (of `views`) of `recs`' images, from the cache or computed.
+pub(crate) fn image_features(
+    towers: &LiteTowers,
+    cache: &FeatureCache,
+    recs: &[UcmRecord],
+    v: usize,
+    views: usize,
+    trunk: bool,
+) -> Result<Tensor> {
+    let key: Vec<String> = recs
+        .iter()
+        .map(|r| format!("{}#{v}", r.image.display()))
+        .collect();
+    cache.get_or_compute(if trunk { "trunk" } else { "image" }, &key, || {
+        tracing::info!(images = recs.len(), view = v, "computing image features");
+        let bar = indicatif::ProgressBar::new(recs.len() as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} {bar:30} {pos}/{len} images, {per_sec}, ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("image features, view {}/{views}", v + 1));
+        let mut parts = Vec::new();
+        for chunk in recs.chunks(64) {
+            let imgs = chunk
+                .iter()
+                .map(|r| load_rgb(&r.image).map(|i| view(&i, v)))
+                .collect::<Result<Vec<_>>>()?;
+            parts.push(towers.image_rows(&imgs, trunk)?);
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(Tensor::cat(&parts, 0)?)
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn paired(
     towers: &LiteTowers,
@@ -349,36 +385,9 @@ pub(crate) fn paired(
 ) -> Result<PairedFeatures> {
     let views = views.clamp(1, 8);
     // Rows: view-major blocks, so that view 0 of every image comes first.
-    let mut blocks = Vec::new();
-    for v in 0..views {
-        let key: Vec<String> = recs
-            .iter()
-            .map(|r| format!("{}#{v}", r.image.display()))
-            .collect();
-        blocks.push(
-            cache.get_or_compute(if trunk { "trunk" } else { "image" }, &key, || {
-                tracing::info!(images = recs.len(), view = v, "computing image features");
-                let bar = indicatif::ProgressBar::new(recs.len() as u64).with_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{msg} {bar:30} {pos}/{len} images, {per_sec}, ETA {eta}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                bar.set_message(format!("image features, view {}/{views}", v + 1));
-                let mut parts = Vec::new();
-                for chunk in recs.chunks(64) {
-                    let imgs = chunk
-                        .iter()
-                        .map(|r| load_rgb(&r.image).map(|i| view(&i, v)))
-                        .collect::<Result<Vec<_>>>()?;
-                    parts.push(towers.image_rows(&imgs, trunk)?);
-                    bar.inc(chunk.len() as u64);
-                }
-                bar.finish_and_clear();
-                Ok(Tensor::cat(&parts, 0)?)
-            })?,
-        );
-    }
+    let blocks = (0..views)
+        .map(|v| image_features(towers, cache, recs, v, views, trunk))
+        .collect::<Result<Vec<_>>>()?;
     let images = Tensor::cat(&blocks, 0)?;
     let mut text_strings = Vec::new();
     let mut text_image = Vec::new();

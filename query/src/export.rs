@@ -61,6 +61,9 @@ pub enum Selection {
     Patches(Vec<String>),
     /// Every labelled patch still in the index, of one class or of all.
     Labelled { class: Option<String> },
+    /// A class's labelled positives and every patch its probe finds at least `min_probability`
+    /// probable (`learn::probable`), all labelled as the class.
+    Probable { class: String, min_probability: f32 },
 }
 
 /// An export to run.
@@ -174,6 +177,19 @@ pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
                     Some(c) => format!("no labelled patch of class {c:?} in the index"),
                     None => "no labelled patch in the index".into(),
                 }));
+            }
+        }
+        Selection::Probable {
+            class,
+            min_probability,
+        } => {
+            let req = crate::learn::ProbableRequest {
+                min_probability: *min_probability,
+                geofilter: None,
+            };
+            let class = crate::labels::check_class(class)?;
+            for p in crate::learn::probable(engine, class, &req)? {
+                by_row.entry(p.row).or_default().push((class.to_string(), true));
             }
         }
     }

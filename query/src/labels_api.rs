@@ -5,6 +5,8 @@
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -17,8 +19,8 @@ use crate::geofilter::GeoFilter;
 use crate::hit::Hit;
 use crate::labels::{self, ClassSummary, ImportReport, Label, LabelSource, NewLabel};
 use crate::learn::{
-    self, CrossValidation, LearnReport, Scores, ScoresRequest, SuggestMode, SuggestRequest, SuggestResponse,
-    Suggestion,
+    self, CrossValidation, LearnReport, ProbableRequest, Scores, ScoresRequest, SuggestMode, SuggestRequest,
+    SuggestResponse, Suggestion,
 };
 use crate::service::{run, ApiError, ApiResult, AppState, ErrorBody};
 
@@ -196,6 +198,24 @@ pub(crate) async fn scores(
     ))
 }
 
+/// The class's labelled positives and the patches its probe finds at least `min_probability`
+/// probable, as GeoJSON footprints (the "find all of these" result).
+#[utoipa::path(post, path = "/api/learn/{class}/geojson", params(("class" = String, Path, description = "class name")),
+    request_body = ProbableRequest,
+    responses((status = 200, description = "GeoJSON FeatureCollection, most probable first", content_type = "application/geo+json"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn probable_geojson(
+    State(s): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    body: Result<Json<ProbableRequest>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path(class) = p?;
+    let Json(req) = body?;
+    let v = run(&s, move |e| learn::probable_geojson(e, &class, &req)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/geo+json")], Json(v)))
+}
+
 /// An export into `exports/{name}` of the index folder.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -209,6 +229,10 @@ pub struct ExportBody {
     pub patches: Option<Vec<String>>,
     #[serde(default)]
     pub class: Option<String>,
+    /// With `class`: its labelled positives and every patch its probe finds at least this
+    /// probable (0 to 1), instead of the labelled patches.
+    #[serde(default)]
+    pub min_probability: Option<f32>,
     /// GeoJSON polygons rasterised into masks (WGS84, or the CRS its `crs` member names).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -249,9 +273,19 @@ pub(crate) async fn export_set(
     let Json(b) = body?;
     let report = run(&s, move |e| {
         let name = check_export_name(&b.name)?;
-        let selection = match b.patches {
-            Some(p) => Selection::Patches(p),
-            None => Selection::Labelled { class: b.class },
+        let selection = match (b.patches, b.min_probability, b.class) {
+            (Some(_), Some(_), _) => {
+                return Err(Error::BadRequest(
+                    "give patches or min_probability, not both".into(),
+                ))
+            }
+            (Some(p), None, _) => Selection::Patches(p),
+            (None, Some(min_probability), Some(class)) => Selection::Probable {
+                class,
+                min_probability,
+            },
+            (None, Some(_), None) => return Err(Error::BadRequest("min_probability needs a class".into())),
+            (None, None, class) => Selection::Labelled { class },
         };
         let mut req = ExportRequest::new(e.index().dir().join("exports").join(name), selection);
         req.masks = b.masks;
@@ -280,6 +314,7 @@ pub(crate) async fn export_set(
         learn_class,
         suggest,
         scores,
+        probable_geojson,
         export_set
     ),
     components(schemas(
@@ -299,6 +334,7 @@ pub(crate) async fn export_set(
         SuggestResponse,
         ScoresRequest,
         Scores,
+        ProbableRequest,
         ExportBody,
         ExportReport,
         GeoFilter,
@@ -318,5 +354,6 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/learn/{class}", post(learn_class))
         .route("/api/learn/{class}/suggest", post(suggest))
         .route("/api/learn/{class}/scores", post(scores))
+        .route("/api/learn/{class}/geojson", post(probable_geojson))
         .route("/api/export", post(export_set))
 }

@@ -6,14 +6,15 @@
 //!   on thousands of labels in milliseconds. Its outputs are probabilities, calibrated for a
 //!   balanced prior (the class weights make positives and negatives count equally): 0.5 is "as
 //!   likely as not" whatever the share of positives among the labels.
-//! - Unlabelled patches are not assumed negative. A class labelled only with positives gets
-//!   randomly drawn unlabelled patches of the index as *weak negatives* (twice as many as its
-//!   positives, at least 50; deterministic per class), reported as such; they are not
-//!   excluded from suggestions.
-//! - Suggestions: `uncertain` picks the patches whose probability is nearest 0.5 with spatial
-//!   diversity (at most one per H3 cell three levels above the index's finest resolution, from a
-//!   pool of the most uncertain, so they are not the neighbours of one spot); `likely` the most
-//!   probable positives, for quick confirmation. Labelled patches are never suggested.
+//! - Unlabelled patches are not assumed negative, but a background of them is: randomly drawn
+//!   unlabelled patches of the index are *weak negatives* until the negatives number twice the
+//!   positives, at least 50 (deterministic per class), reported as such; they are not excluded
+//!   from suggestions.
+//! - Suggestions ([`crate::acquisition`]): `likely` (the default) the most probable positives,
+//!   which find the most of a class per label; `uncertain` the patches whose probability is
+//!   nearest 0.5 with spatial diversity (at most one per H3 cell three levels above the index's
+//!   finest resolution, from a pool of the most uncertain, so they are not the neighbours of one
+//!   spot). Labelled patches are never suggested.
 //! - Cross-validation is spatial: the labelled patches are grouped by their H3 cell three levels
 //!   above their finest resolution (by scene without georeference), whole groups go to one of
 //!   up to 5 folds, each fold is predicted by a probe trained on the others; precision and recall
@@ -26,6 +27,7 @@ use nadir_indexer::{Index, PatchId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::acquisition::{choose, Embeddings, Strategy};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::geofilter::GeoFilter;
@@ -41,6 +43,8 @@ pub const COARSEN: usize = 3;
 pub const MAX_SUGGESTIONS: usize = 1000;
 /// Most patches `scores` answers for at once.
 pub const MAX_SCORES: usize = 200_000;
+/// Most patches [`probable`] answers (GeoJSON and exports above a probability).
+pub const MAX_PROBABLE: usize = 50_000;
 
 /// Settings of the probe's training.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,11 +100,59 @@ fn dot64(a: &[f64], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * f64::from(*y)).sum()
 }
 
+/// `a . b` with eight independent partial sums (vectorises; a single running sum does not).
+fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Rows per thread below which scoring stays on one thread.
+const ROWS_PER_THREAD: usize = 20_000;
+
 impl Probe {
     /// The probability that `x` shows the class.
     pub fn probability(&self, x: &[f32]) -> f32 {
-        let z: f32 = self.weights.iter().zip(x).map(|(w, v)| w * v).sum::<f32>() + self.bias;
+        let z = dot8(&self.weights, x) + self.bias;
         sigmoid(f64::from(z)) as f32
+    }
+
+    /// The probability of each row (`vector(row)` its embedding), on every core for many rows:
+    /// one pass over the vectors.
+    pub fn probabilities<'a>(
+        &self,
+        vector: impl Fn(u32) -> &'a [f32] + Sync,
+        rows: &[u32],
+    ) -> Vec<(u32, f32)> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(rows.len().div_ceil(ROWS_PER_THREAD))
+            .max(1);
+        let score = |chunk: &[u32]| -> Vec<(u32, f32)> {
+            chunk.iter().map(|&r| (r, self.probability(vector(r)))).collect()
+        };
+        if threads == 1 {
+            return score(rows);
+        }
+        let per = rows.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let parts: Vec<_> = rows.chunks(per).map(|c| s.spawn(move || score(c))).collect();
+            parts
+                .into_iter()
+                .flat_map(|h| h.join().expect("a scoring thread does not panic"))
+                .collect()
+        })
     }
 }
 
@@ -337,14 +389,23 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// How many unlabelled patches to draw as weak negatives for `pos` positive and `neg` negative
+/// labels: enough to bring the negatives to max(2 x positives, 50). A few labelled negatives
+/// are the hard cases near the positives; without a background of the rest of the index the
+/// probe calls nearly everything else positive (measured in `nadir bench active-learning`: the
+/// top-up raises every strategy, on rare and balanced classes).
+pub fn weak_negatives_wanted(pos: usize, neg: usize) -> usize {
+    (2 * pos).max(50).saturating_sub(neg)
+}
+
 /// The labels of a class resolved to rows of the index.
 #[derive(Debug, Clone)]
 pub struct TrainingSet {
     pub class: String,
-    /// Labelled rows and their labels.
+    /// Labelled rows and their labels, in the order they were given.
     pub rows: Vec<u32>,
     pub positive: Vec<bool>,
-    /// Unlabelled rows drawn as negatives (only when the class has no negative label).
+    /// Unlabelled rows drawn as negatives ([`weak_negatives_wanted`]).
     pub weak_negatives: Vec<u32>,
     /// Labels whose patch is not in the index (it was re-indexed away).
     pub missing: usize,
@@ -354,7 +415,9 @@ impl TrainingSet {
     /// The labels of `class`: 404 without any, 400 without a positive in the index.
     pub fn of(engine: &Engine, class: &str) -> Result<Self> {
         let class = check_class(class)?.to_string();
-        let labels = engine.labels()?.list(Some(&class))?;
+        let mut labels = engine.labels()?.list(Some(&class))?;
+        // In the order given (what `discover` reads its recent hit rate from).
+        labels.sort_by_key(|l| l.id);
         if labels.is_empty() {
             return Err(Error::NotFound(format!("class {class:?} has no labels")));
         }
@@ -376,11 +439,12 @@ impl TrainingSet {
             )));
         }
         let mut weak_negatives = Vec::new();
-        if pos == positive.len() {
+        let want = weak_negatives_wanted(pos, positive.len() - pos);
+        if want > 0 {
             let labelled: HashSet<u32> = rows.iter().copied().collect();
             let free = index.len() - labelled.len();
-            let want = (2 * pos).max(50).min(free);
-            if want == 0 {
+            let want = want.min(free);
+            if want == 0 && pos == positive.len() {
                 return Err(Error::bad(format!(
                     "class {class:?} has only positive labels and the index has no other patch: label a negative"
                 )));
@@ -544,6 +608,9 @@ pub struct LearnReport {
     pub train_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cross_validation: Option<CrossValidation>,
+    /// The discovery curve: positives among the class's first 1, 2, ... labels, in the order
+    /// they were given (labels still stored; a relabel counts where it was last given).
+    pub discovery: Vec<usize>,
     /// Why there is no cross-validation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -555,6 +622,15 @@ pub struct LearnReport {
 pub fn learn(engine: &Engine, class: &str) -> Result<LearnReport> {
     let start = Instant::now();
     let set = TrainingSet::of(engine, class)?;
+    let mut given = engine.labels()?.list(Some(&set.class))?;
+    given.sort_by_key(|l| l.id);
+    let discovery = given
+        .iter()
+        .scan(0usize, |found, l| {
+            *found += usize::from(l.positive);
+            Some(*found)
+        })
+        .collect();
     let opts = ProbeOptions::default();
     let t = Instant::now();
     let probe = set.train(engine.index(), &opts)?;
@@ -575,6 +651,7 @@ pub fn learn(engine: &Engine, class: &str) -> Result<LearnReport> {
         l2: probe.l2,
         train_ms,
         cross_validation,
+        discovery,
         note,
         took_ms: start.elapsed().as_secs_f64() * 1e3,
     })
@@ -588,11 +665,23 @@ fn default_n() -> usize {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SuggestMode {
-    /// Probability nearest 0.5, spread over space: the labels that teach the probe most.
+    /// The most probable unlabelled patches: find the most of the class per label (the best
+    /// strategy on the rare-target benchmark, see `acquisition`).
     #[default]
-    Uncertain,
-    /// Highest probability: likely positives to confirm.
     Likely,
+    /// Probability nearest 0.5, spread over space: the labels that teach the probe most on a
+    /// common class.
+    Uncertain,
+}
+
+impl SuggestMode {
+    /// The acquisition strategy behind the mode.
+    pub fn strategy(self) -> Strategy {
+        match self {
+            SuggestMode::Likely => Strategy::Likely,
+            SuggestMode::Uncertain => Strategy::Uncertain,
+        }
+    }
 }
 
 /// What to suggest.
@@ -647,11 +736,8 @@ fn scored(
     let probe = set.train(engine.index(), &ProbeOptions::default())?;
     let labelled: HashSet<u32> = set.rows.iter().copied().collect();
     let index = engine.index();
-    let scored = rows
-        .into_iter()
-        .filter(|r| !labelled.contains(r))
-        .map(|r| (r, probe.probability(index.vector(r))))
-        .collect();
+    let unlabelled: Vec<u32> = rows.into_iter().filter(|r| !labelled.contains(r)).collect();
+    let scored = probe.probabilities(|r| index.vector(r), &unlabelled);
     Ok((set, scored))
 }
 
@@ -664,30 +750,27 @@ pub fn suggest(engine: &Engine, class: &str, req: &SuggestRequest) -> Result<Sug
             req.n
         )));
     }
-    let (set, mut scored) = scored(engine, class, req.geofilter.as_ref())?;
+    let (set, scored) = scored(engine, class, req.geofilter.as_ref())?;
     let candidates = scored.len();
     let index = engine.index();
-    let (picked, diversity_resolution) = match req.mode {
-        SuggestMode::Likely => {
-            scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            scored.truncate(req.n);
-            (scored, None)
-        }
-        SuggestMode::Uncertain => {
-            scored.sort_by(|a, b| {
-                (a.1 - 0.5)
-                    .abs()
-                    .total_cmp(&(b.1 - 0.5).abs())
-                    .then(a.0.cmp(&b.0))
-            });
-            let pool_len = (50 * req.n).max(2000).min(scored.len());
-            let pool = &scored[..pool_len];
-            let pool_rows: Vec<u32> = pool.iter().map(|p| p.0).collect();
-            let res = common_resolution(index, &pool_rows).map(|r| r.saturating_sub(COARSEN));
-            let picked = spread(index, pool, req.n, res);
-            (picked, res.map(|r| r as u8))
+    let strategy = req.mode.strategy();
+    let res = match strategy {
+        Strategy::Likely => None,
+        _ => {
+            let rows: Vec<u32> = scored.iter().map(|p| p.0).collect();
+            common_resolution(index, &rows).map(|r| r.saturating_sub(COARSEN))
         }
     };
+    let positives: Vec<u32> = set
+        .rows
+        .iter()
+        .zip(&set.positive)
+        .filter(|(_, p)| **p)
+        .map(|(r, _)| *r)
+        .collect();
+    let view = IndexCells { index, res };
+    let picked = choose(strategy, &view, &scored, &positives, req.n, 0);
+    let diversity_resolution = res.map(|r| r as u8);
     Ok(SuggestResponse {
         class: set.class.clone(),
         mode: req.mode,
@@ -707,31 +790,21 @@ pub fn suggest(engine: &Engine, class: &str, req: &SuggestRequest) -> Result<Sug
     })
 }
 
-/// Greedy pick from `pool` (best first): at most one row per H3 cell at `res`, then, when the
-/// cells run out before `n`, the best of the rest.
-fn spread(index: &Index, pool: &[(u32, f32)], n: usize, res: Option<usize>) -> Vec<(u32, f32)> {
-    let mut used = HashSet::new();
-    let mut picked = Vec::with_capacity(n);
-    let mut taken = HashSet::new();
-    for &(r, p) in pool {
-        if picked.len() == n {
-            break;
-        }
-        let cell = res.and_then(|res| index.record(r).h3.get(res).copied());
-        if cell.is_none_or(|c| used.insert(c)) {
-            picked.push((r, p));
-            taken.insert(r);
-        }
+/// An index seen by the acquisition strategies: its vectors, and each row's H3 cell at `res`.
+struct IndexCells<'a> {
+    index: &'a Index,
+    res: Option<usize>,
+}
+
+impl Embeddings for IndexCells<'_> {
+    fn vector(&self, row: u32) -> &[f32] {
+        self.index.vector(row)
     }
-    for &(r, p) in pool {
-        if picked.len() == n {
-            break;
-        }
-        if !taken.contains(&r) {
-            picked.push((r, p));
-        }
+
+    fn cell(&self, row: u32) -> Option<u64> {
+        self.res
+            .and_then(|res| self.index.record(row).h3.get(res).copied())
     }
-    picked
 }
 
 /// Which patches to score.
@@ -865,6 +938,37 @@ mod tests {
     }
 
     #[test]
+    fn probable_patches_are_capped() {
+        assert!(check_probable_count(MAX_PROBABLE, 0.5).is_ok());
+        let err = check_probable_count(MAX_PROBABLE + 1, 0.5)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("raise min_probability"), "{err}");
+    }
+
+    #[test]
+    fn weak_negatives_top_up_to_twice_the_positives() {
+        assert_eq!(weak_negatives_wanted(3, 0), 50);
+        assert_eq!(weak_negatives_wanted(3, 2), 48);
+        assert_eq!(weak_negatives_wanted(40, 10), 70);
+        assert_eq!(weak_negatives_wanted(40, 120), 0);
+    }
+
+    #[test]
+    fn probabilities_on_many_threads_equal_one_by_one() {
+        let (x, y) = separable(300, 16, 3);
+        let probe = train(&x, 16, &y, &ProbeOptions::default()).unwrap();
+        let big: Vec<f32> = x.iter().cycle().take(16 * 300 * 150).copied().collect();
+        let rows: Vec<u32> = (0..45_000).collect();
+        let all = probe.probabilities(|r| &big[r as usize * 16..(r as usize + 1) * 16], &rows);
+        assert_eq!(all.len(), rows.len());
+        for (i, (r, p)) in all.iter().enumerate() {
+            assert_eq!(*r, i as u32);
+            assert_eq!(*p, probe.probability(&big[i * 16..(i + 1) * 16]));
+        }
+    }
+
+    #[test]
     fn folds_never_split_a_group() {
         let groups: Vec<String> = (0..200).map(|i| format!("cell-{}", (i * 7919) % 13)).collect();
         let (fold, k) = spatial_folds(&groups);
@@ -894,4 +998,99 @@ mod tests {
         // Unoptimised test builds are ~10x slower than release; the release figure is well under 1 s.
         assert!(ms < 20_000.0, "{ms} ms");
     }
+}
+
+/// Which patches to take as the class: those the probe finds at least this probable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbableRequest {
+    /// The least probability (0 to 1) of an unlabelled patch to be taken.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub min_probability: f32,
+    /// Only patches whose centroid lies here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geofilter: Option<GeoFilter>,
+}
+
+/// A patch taken as the class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbableRow {
+    pub row: u32,
+    /// The probe's probability (1 for a labelled positive).
+    pub probability: f32,
+    /// A positive label, not a prediction.
+    pub labelled: bool,
+}
+
+/// The class's labelled positives and every unlabelled patch the probe gives at least
+/// `min_probability` (inside the geofilter), most probable first; 400 beyond [`MAX_PROBABLE`].
+pub fn probable(engine: &Engine, class: &str, req: &ProbableRequest) -> Result<Vec<ProbableRow>> {
+    if !(0.0..=1.0).contains(&req.min_probability) {
+        return Err(Error::bad(format!(
+            "min_probability must be in 0..=1 (got {})",
+            req.min_probability
+        )));
+    }
+    let inside: HashSet<u32> = engine.rows_in(req.geofilter.as_ref())?.into_iter().collect();
+    let (set, scored) = scored(engine, class, req.geofilter.as_ref())?;
+    let mut out: Vec<ProbableRow> = set
+        .rows
+        .iter()
+        .zip(&set.positive)
+        .filter(|(r, p)| **p && inside.contains(r))
+        .map(|(&row, _)| ProbableRow {
+            row,
+            probability: 1.0,
+            labelled: true,
+        })
+        .collect();
+    let mut above: Vec<(u32, f32)> = scored
+        .into_iter()
+        .filter(|s| s.1 >= req.min_probability)
+        .collect();
+    above.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    out.extend(above.into_iter().map(|(row, probability)| ProbableRow {
+        row,
+        probability,
+        labelled: false,
+    }));
+    check_probable_count(out.len(), req.min_probability)?;
+    Ok(out)
+}
+
+/// 400 when more than [`MAX_PROBABLE`] patches would be taken.
+fn check_probable_count(n: usize, min_probability: f32) -> Result<()> {
+    if n > MAX_PROBABLE {
+        return Err(Error::bad(format!(
+            "{n} patches are at least {min_probability} probable; at most {MAX_PROBABLE} are taken at once: raise min_probability or narrow the geofilter"
+        )));
+    }
+    Ok(())
+}
+
+/// [`probable`] as a GeoJSON FeatureCollection: each patch's footprint (its centroid as a Point
+/// when it has no footprint; null geometry without georeference), with its hit's properties
+/// plus `class`, `probability` and `labelled`.
+pub fn probable_geojson(engine: &Engine, class: &str, req: &ProbableRequest) -> Result<serde_json::Value> {
+    let rows = probable(engine, class, req)?;
+    let class = check_class(class)?;
+    let features: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|p| {
+            let hit = Hit::new(engine.index(), p.row, None);
+            let mut f = hit.feature();
+            if hit.footprint.is_none() {
+                if let Some([lon, lat]) = hit.centroid {
+                    f["geometry"] = serde_json::json!({"type": "Point", "coordinates": [lon, lat]});
+                }
+            }
+            if let Some(props) = f.get_mut("properties").and_then(|v| v.as_object_mut()) {
+                props.insert("class".into(), class.into());
+                props.insert("probability".into(), p.probability.into());
+                props.insert("labelled".into(), p.labelled.into());
+            }
+            f
+        })
+        .collect();
+    Ok(serde_json::json!({"type": "FeatureCollection", "features": features}))
 }

@@ -5,6 +5,7 @@
 //! search or exact scan, rerank and top-k ([`search`]); [`engine`] ties them to a loaded index and
 //! [`service`] serves them over HTTP.
 
+pub mod acquisition;
 pub mod bench;
 pub mod cells;
 pub mod engine;

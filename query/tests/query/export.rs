@@ -78,7 +78,12 @@ fn build(dir: &Path) -> Engine {
                 labels: Vec::new(),
                 thumb: (0, 0),
             });
-            vectors.extend([1.0f32, 0.0, 0.0, 0.0]);
+            // Two kinds of patch (even and odd columns), for the probe of `Selection::Probable`.
+            vectors.extend(if tx % 2 == 0 {
+                [1.0f32, 0.0, 0.0, 0.0]
+            } else {
+                [0.0f32, 1.0, 0.0, 0.0]
+            });
         }
     }
     let entry = SceneEntry {
@@ -304,6 +309,54 @@ fn labelled_patches_export_with_their_classes() {
     assert!(matches!(
         export::export(&engine, &none),
         Err(nadir_query::Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn probable_patches_export_as_the_class() {
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = build(&tmp.path().join("index"));
+    let store = engine.labels().unwrap();
+    let records = engine.index().records();
+    let even: Vec<usize> = (0..records.len())
+        .filter(|&i| (records[i].window.x / TILE).is_multiple_of(2))
+        .collect();
+    let odd = (0..records.len()).find(|i| !even.contains(i)).unwrap();
+    let labels: Vec<NewLabel> = [(even[0], true), (odd, false)]
+        .iter()
+        .map(|&(i, positive)| NewLabel {
+            patch_id: records[i].id.to_string(),
+            class: "pool".into(),
+            positive,
+            source: LabelSource::Search,
+            query: None,
+        })
+        .collect();
+    store.add_many(&labels).unwrap();
+    let out = tmp.path().join("out");
+    let req = ExportRequest::new(
+        out.clone(),
+        Selection::Probable {
+            class: "pool".into(),
+            min_probability: 0.5,
+        },
+    );
+    let report = export::export(&engine, &req).unwrap();
+    // Every even-column patch (the labelled one included), as the class.
+    assert_eq!(report.chips, even.len());
+    let csv = std::fs::read_to_string(out.join("labels.csv")).unwrap();
+    assert_eq!(csv.lines().count(), even.len() + 1);
+    assert!(csv.lines().skip(1).all(|l| l.contains(",pool,true,")), "{csv}");
+    let bad = ExportRequest::new(
+        tmp.path().join("bad"),
+        Selection::Probable {
+            class: "pool".into(),
+            min_probability: 1.5,
+        },
+    );
+    assert!(matches!(
+        export::export(&engine, &bad),
+        Err(nadir_query::Error::BadRequest(_))
     ));
 }
 

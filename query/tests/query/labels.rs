@@ -237,4 +237,46 @@ fn classes_without_negatives_or_labels() {
         ..Default::default()
     };
     assert!(learn::suggest(e, "t-only-pos", &bad).is_err());
+    // A few negatives do not replace the background: weak ones top them up to 50.
+    for r in [4u32, 5] {
+        labels::add_checked(e, &label(e, r, "t-only-pos", false)).unwrap();
+    }
+    let report = learn::learn(e, "t-only-pos").unwrap();
+    assert_eq!((report.negatives, report.weak_negatives), (2, 48));
+    // The discovery curve, in the order the labels were given.
+    assert_eq!(report.discovery, [1, 2, 3, 3, 3]);
+    // The default suggestions are the most probable patches.
+    let req = SuggestRequest {
+        n: 10,
+        ..Default::default()
+    };
+    let s = learn::suggest(e, "t-only-pos", &req).unwrap();
+    assert_eq!(s.mode, SuggestMode::Likely);
+    assert!(s
+        .suggestions
+        .windows(2)
+        .all(|w| w[0].probability >= w[1].probability));
+    // Probable patches: the labelled positives first, then the unlabelled above the bar.
+    let req = learn::ProbableRequest {
+        min_probability: 0.5,
+        geofilter: None,
+    };
+    let rows = learn::probable(e, "t-only-pos", &req).unwrap();
+    assert_eq!(rows.iter().filter(|p| p.labelled).count(), 3);
+    assert!(rows[..3].iter().all(|p| p.labelled));
+    assert!(rows[3..].iter().all(|p| !p.labelled && p.probability >= 0.5));
+    let everything = learn::ProbableRequest {
+        min_probability: 0.0,
+        geofilter: None,
+    };
+    // Every patch but the labelled negatives.
+    assert_eq!(
+        learn::probable(e, "t-only-pos", &everything).unwrap().len(),
+        e.index().len() - 2
+    );
+    let bad = learn::ProbableRequest {
+        min_probability: f32::NAN,
+        geofilter: None,
+    };
+    assert!(learn::probable(e, "t-only-pos", &bad).is_err());
 }

@@ -169,7 +169,21 @@ fn labels_and_learning_over_http() -> Result<()> {
             "{r}"
         );
 
-        // Suggestions: never a labelled patch; likely positives are water.
+        // The discovery curve: one point per stored label, positives counted in the order given.
+        let curve: Vec<u64> = r["discovery"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
+        ensure!(curve.len() == n, "{r}");
+        ensure!(
+            curve.windows(2).all(|w| w[1] >= w[0] && w[1] - w[0] <= 1),
+            "{curve:?}"
+        );
+        ensure!(curve[n - 1] == r["positives"].as_u64().unwrap(), "{r}");
+
+        // Suggestions: never a labelled patch; likely positives are water; `likely` by default.
         let (s, v) = call(
             app.clone(),
             "POST",
@@ -181,6 +195,61 @@ fn labels_and_learning_over_http() -> Result<()> {
             s == StatusCode::OK && v["suggestions"].as_array().unwrap().len() == 6,
             "{s} {v}"
         );
+        ensure!(v["mode"] == "likely", "{v}");
+        // The default batch is the most probable patches.
+        let likely = v["suggestions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["probability"].as_f64().unwrap() > 0.5)
+            .count();
+        ensure!(likely >= 4, "{v}");
+
+        // Find all of these: the labelled positives and the probable patches as GeoJSON, then
+        // as a training set.
+        let (s, fc) = call(
+            app.clone(),
+            "POST",
+            "/api/learn/water/geojson",
+            Some(json!({"min_probability": 0.5})),
+        )
+        .await;
+        ensure!(
+            s == StatusCode::OK && fc["type"] == "FeatureCollection",
+            "{s} {fc}"
+        );
+        let features = fc["features"].as_array().unwrap();
+        let labelled_pos = r["positives"].as_u64().unwrap() as usize;
+        ensure!(features.len() > labelled_pos, "{} features", features.len());
+        let mut wrong = 0;
+        for f in features {
+            let p = &f["properties"];
+            ensure!(
+                p["class"] == "water" && p["probability"].as_f64().unwrap() >= 0.5,
+                "{f}"
+            );
+            // The grid's patches have centroids and no footprints: Points.
+            ensure!(f["geometry"]["type"] == "Point", "{f}");
+            let c = &p["centroid"];
+            let i = ((c[0].as_f64().unwrap() - 10.0) / STEP).round() as usize;
+            let j = ((c[1].as_f64().unwrap() - 45.0) / STEP).round() as usize;
+            wrong += usize::from(!water(i, j));
+        }
+        ensure!(
+            features
+                .iter()
+                .filter(|f| f["properties"]["labelled"] == true)
+                .count()
+                == labelled_pos,
+            "every labelled positive is in"
+        );
+        ensure!(
+            wrong * 10 <= features.len(),
+            "{wrong} of {} are not water",
+            features.len()
+        );
+        // (The training set of the same patches needs scenes with pixels: query's export
+        // tests and the page's test write one.)
         let (_, labels) = call(app.clone(), "GET", "/api/labels?class=water", None).await;
         let labelled: Vec<&str> = labels["labels"]
             .as_array()
@@ -285,6 +354,36 @@ fn labels_and_learning_over_http() -> Result<()> {
                 StatusCode::UNPROCESSABLE_ENTITY,
             ),
             (
+                "/api/learn/water/geojson",
+                "POST",
+                Some(json!({"min_probability": 1.5})),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/learn/water/geojson",
+                "POST",
+                Some(json!({"min_probability": 0.0})),
+                StatusCode::OK,
+            ),
+            (
+                "/api/learn/nothing/geojson",
+                "POST",
+                Some(json!({"min_probability": 0.5})),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "/api/export",
+                "POST",
+                Some(json!({"name": "x1", "min_probability": 0.5})),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/export",
+                "POST",
+                Some(json!({"name": "x2", "class": "water", "min_probability": 0.5, "patches": [first]})),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
                 "/api/labels/import",
                 "POST",
                 Some(json!({"geojson": {"type": "LineString", "coordinates": []}, "class": "x"})),
@@ -312,6 +411,7 @@ fn labels_and_learning_over_http() -> Result<()> {
         "/api/learn/{class}",
         "/api/learn/{class}/suggest",
         "/api/learn/{class}/scores",
+        "/api/learn/{class}/geojson",
     ] {
         ensure!(
             doc["paths"].get(p).is_some(),
@@ -320,6 +420,121 @@ fn labels_and_learning_over_http() -> Result<()> {
     }
     ensure!(doc["paths"].get("/api/search").is_some());
     ensure!(doc["components"]["schemas"].get("NewLabel").is_some());
+    Ok(())
+}
+
+/// "Find all of these" from the real CLI: label a few patches, ask for suggestions (the most
+/// probable by default), take every probable patch as GeoJSON (the training set of the same
+/// patches needs scenes with pixels: query's export tests write one).
+#[test]
+fn find_all_from_the_cli() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    build(dir.path())?;
+    let index = dir.path().to_str().context("utf-8 temp path")?;
+    let run = |args: &[&str]| -> Result<String> {
+        let out = crate::common::nadir()?.args(args).output()?;
+        ensure!(
+            out.status.success(),
+            "nadir {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let positives = [patch_id(0, 0), patch_id(2, 2), patch_id(4, 8)];
+    let negatives = [patch_id(1, 0), patch_id(3, 5)];
+    let mut add = vec!["labels", "add", "--index", index, "--class", "water"];
+    add.extend(positives.iter().map(String::as_str));
+    run(&add)?;
+    let mut add = vec![
+        "labels",
+        "add",
+        "--index",
+        index,
+        "--class",
+        "water",
+        "--negative",
+    ];
+    add.extend(negatives.iter().map(String::as_str));
+    run(&add)?;
+
+    let v: Value = serde_json::from_str(&run(&[
+        "labels", "suggest", "--index", index, "--class", "water", "-n", "5", "--json",
+    ])?)?;
+    ensure!(v["mode"] == "likely" && v["weak_negatives"] == 48, "{v}");
+    let probs: Vec<f64> = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["probability"].as_f64().unwrap())
+        .collect();
+    ensure!(
+        probs.len() == 5 && probs.windows(2).all(|w| w[0] >= w[1]),
+        "{probs:?}"
+    );
+
+    let geojson = dir.path().join("water.geojson");
+    run(&[
+        "labels",
+        "export",
+        "--index",
+        index,
+        "--class",
+        "water",
+        "--min-probability",
+        "0.5",
+        "-o",
+        geojson.to_str().unwrap(),
+    ])?;
+    let fc: Value = serde_json::from_str(&std::fs::read_to_string(&geojson)?)?;
+    let features = fc["features"].as_array().context("features")?;
+    let labelled: Vec<&str> = features
+        .iter()
+        .filter(|f| f["properties"]["labelled"] == true)
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    ensure!(labelled.len() == 3 && positives.iter().all(|p| labelled.contains(&p.as_str())));
+    ensure!(features.len() > 3, "{} features", features.len());
+    let water_share = features
+        .iter()
+        .filter(|f| {
+            let c = &f["properties"]["centroid"];
+            let i = ((c[0].as_f64().unwrap() - 10.0) / STEP).round() as usize;
+            let j = ((c[1].as_f64().unwrap() - 45.0) / STEP).round() as usize;
+            water(i, j)
+        })
+        .count() as f64
+        / features.len() as f64;
+    ensure!(
+        water_share > 0.9,
+        "only {water_share} of the probable patches are water"
+    );
+
+    // Bad input: a probability outside 0..=1, and --min-probability without a class.
+    let bad = crate::common::nadir()?
+        .args([
+            "labels",
+            "export",
+            "--index",
+            index,
+            "--class",
+            "water",
+            "--min-probability",
+            "2",
+        ])
+        .output()?;
+    ensure!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("min_probability"));
+    let bad = crate::common::nadir()?
+        .args([
+            "export",
+            "--index",
+            index,
+            "--min-probability",
+            "0.5",
+            "--out",
+            "x",
+        ])
+        .output()?;
+    ensure!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--class"));
     Ok(())
 }
 

@@ -26,6 +26,9 @@ async function call(path, options = {}) {
   return body;
 }
 
+const post = (path, body) =>
+  call(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
 export const api = {
   info: () => call('/api/info'),
   scenes: () => call('/api/scenes'),
@@ -39,6 +42,17 @@ export const api = {
   addLabel: (label) =>
     call('/api/labels', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(label) }),
   removeLabel: (cls, id) => call(`/api/labels/${encodeURIComponent(cls)}/${id}`, { method: 'DELETE' }),
+  /// Active learning on a class's stored labels: the probe's report (cross-validation, the
+  /// discovery curve), what to label next, every unlabelled patch's probability, the labelled
+  /// and probable patches as GeoJSON.
+  learn: {
+    report: (cls) => call(`/api/learn/${encodeURIComponent(cls)}`, { method: 'POST' }),
+    suggest: (cls, body) => post(`/api/learn/${encodeURIComponent(cls)}/suggest`, body),
+    scores: (cls) => post(`/api/learn/${encodeURIComponent(cls)}/scores`, {}),
+    geojson: (cls, minProbability) => post(`/api/learn/${encodeURIComponent(cls)}/geojson`, { min_probability: minProbability }),
+  },
+  /// A training set written into exports/{name} of the index folder.
+  exportSet: (body) => post('/api/export', body),
   /// Interactive segmentation sessions.
   segment: {
     create: (body) => call('/api/segment/sessions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),

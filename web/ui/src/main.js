@@ -3,11 +3,14 @@
 // index without georeference, as a gallery. Labels belong to a class and are stored with the
 // labels API (`labels.sqlite` beside the index); the class's labels are sent as positive and
 // negative examples with every search. When the store cannot be written, they live in the page.
+// "Find all" (findall.js) turns a class's labels into an active-learning loop: its probe suggests
+// what to label next, and the patches it finds are exported as GeoJSON or a training set.
 
 import 'maplibre-gl/dist/maplibre-gl.css';
 import './app.css';
 import { api } from './api.js';
 import { scoreScale } from './colour.js';
+import { createFindAll } from './findall.js';
 import { createMapView } from './mapview.js';
 import { createSegmentation } from './segment.js';
 
@@ -47,6 +50,7 @@ const state = {
 };
 let view = null; // the map view
 let segmentation = null; // the segmentation view (map mode)
+let findAll = null; // the "Find all" panel
 let searchSeq = 0;
 let searchAbort = null;
 window.nadir = { state, get view() { return view; } };
@@ -186,21 +190,25 @@ async function store(change) {
   }
 }
 
-/// Labels `hit` (toggles: the same label again removes it), stores it, re-runs the query.
-async function label(hit, kind) {
-  if (!hit) return;
+/// Labels `hit` (toggles: the same label again removes it), stores it, re-runs the query;
+/// resolves to whether the label changed. `source` and `query` say where it came from (default:
+/// a search result and the current search).
+async function label(hit, kind, { source = 'search', query = null } = {}) {
+  if (!hit) return false;
   const id = hit.patch_id;
   const had = labelOf(id);
   const cls = state.cls;
   const ok =
     had === kind
       ? await store(() => api.removeLabel(cls, id))
-      : await store(() => api.addLabel({ patch_id: id, class: cls, positive: kind === 'positive', source: 'search', query: request() }));
-  if (!ok || cls !== state.cls) return;
+      : await store(() => api.addLabel({ patch_id: id, class: cls, positive: kind === 'positive', source, query: query || request() }));
+  if (!ok || cls !== state.cls) return false;
   state.positives = state.positives.filter((h) => h.patch_id !== id);
   state.negatives = state.negatives.filter((h) => h.patch_id !== id);
   if (had !== kind) (kind === 'positive' ? state.positives : state.negatives).push(hit);
+  findAll?.sync();
   runSearch({ keepCursor: true });
+  return true;
 }
 
 async function unlabel(id) {
@@ -209,6 +217,7 @@ async function unlabel(id) {
   if (!(await store(() => api.removeLabel(cls, id))) || cls !== state.cls) return;
   state.positives = state.positives.filter((h) => h.patch_id !== id);
   state.negatives = state.negatives.filter((h) => h.patch_id !== id);
+  findAll?.sync();
   runSearch({ keepCursor: true });
 }
 
@@ -234,6 +243,7 @@ async function useClass(cls) {
       $('label-note').textContent = `Labels are kept in this page only (the label store cannot be read: ${e.message}).`;
     }
   }
+  findAll?.sync();
   await runSearch();
 }
 
@@ -305,6 +315,7 @@ function renderLabels() {
   }
   $('labels-empty').hidden = all.length > 0;
   $('label-count').textContent = all.length ? `(${state.positives.length} +, ${state.negatives.length} −)` : '';
+  findAll?.updateButton();
 }
 
 function resultItem(hit, i, colourOf, scored) {
@@ -477,6 +488,7 @@ function onKey(e) {
     b: () => view?.startDraw('box'),
     g: () => view && segmentView(),
     p: () => view?.startDraw('polygon'),
+    f: () => findAll?.toggle(),
     Escape: () => view?.cancelDraw(),
   };
   const act = actions[e.key];
@@ -535,6 +547,17 @@ async function start() {
   });
   classInput.addEventListener('change', changeClass);
   document.addEventListener('keydown', onKey);
+  findAll = createFindAll({
+    el, $, state, labelOf, label, setStatus,
+    view: () => view,
+    // A gallery selects a suggestion where it is listed (a map outlines it instead).
+    showListed: (id) => {
+      const i = state.mode === 'gallery' ? items().findIndex((h) => h.patch_id === id) : -1;
+      if (i < 0) return;
+      state.cursor = i;
+      markSelected(true);
+    },
+  });
 
   if (state.mode === 'map') {
     let scenes = { type: 'FeatureCollection', features: [] };

@@ -1,6 +1,7 @@
 // The map: MapLibre GL over a blank background, the imagery as raster tiles the server renders
 // from the source rasters, scene outlines (dots when zoomed out), patch footprints when zoomed
-// in, results coloured by score, the optional H3 heat layer, and the drawn area. Drawing is done
+// in, results coloured by score, the optional H3 heat layer, the drawn area, and the "Find all"
+// panel's suggestions (cyan outlines, the focused one thicker). Drawing is done
 // by hand on MapLibre's events: a box (the Box tool, or shift-drag) or a polygon (click the
 // vertices, double-click or Enter to close, Backspace to undo a vertex, Esc to cancel).
 // Nothing is fetched from outside the server: no basemap, no fonts (so no text layers).
@@ -104,12 +105,20 @@ export function createMapView({ container, bbox, scenes, onSimilar, onArea, onHi
     map.addSource('area', { type: 'geojson', data: EMPTY });
     map.addSource('draft', { type: 'geojson', data: EMPTY });
     map.addSource('seed', { type: 'geojson', data: EMPTY });
+    map.addSource('suggestions', { type: 'geojson', data: EMPTY });
+    map.addSource('suggestion-points', { type: 'geojson', data: EMPTY });
     map.addLayer({ id: 'scene-outlines', type: 'line', source: 'scenes', paint: { 'line-color': '#f0c419', 'line-width': 1.5, 'line-dasharray': [3, 2] } });
     map.addLayer({ id: 'footprints', type: 'line', source: 'footprints', paint: { 'line-color': '#ffffff', 'line-opacity': 0.25, 'line-width': 0.6 } });
     map.addLayer({ id: 'heat', type: 'fill', source: 'heat', layout: { visibility: 'none' }, paint: { 'fill-color': ['get', 'color'], 'fill-opacity': 0.55, 'fill-outline-color': '#000000' } });
     map.addLayer({ id: 'results-fill', type: 'fill', source: 'results', paint: { 'fill-color': ['get', 'color'], 'fill-opacity': 0.3 } });
     map.addLayer({ id: 'results-line', type: 'line', source: 'results', paint: { 'line-color': ['get', 'color'], 'line-width': 2 } });
     map.addLayer({ id: 'results-selected', type: 'line', source: 'results', filter: ['==', ['get', 'patch_id'], ''], paint: { 'line-color': '#ffffff', 'line-width': 3.5 } });
+    map.addLayer({ id: 'suggestions-line', type: 'line', source: 'suggestions', paint: { 'line-color': '#22b8cf', 'line-width': 2, 'line-dasharray': [2, 1] } });
+    map.addLayer({ id: 'suggestions-focus', type: 'line', source: 'suggestions', filter: ['==', ['get', 'patch_id'], ''], paint: { 'line-color': '#22b8cf', 'line-width': 4.5 } });
+    map.addLayer({
+      id: 'suggestion-points', type: 'circle', source: 'suggestion-points', maxzoom: 16,
+      paint: { 'circle-radius': ['case', ['get', 'focus'], 7, 4.5], 'circle-color': '#22b8cf', 'circle-stroke-color': ['case', ['get', 'focus'], '#ffffff', '#111111'], 'circle-stroke-width': 1.2 },
+    });
     map.addLayer({ id: 'area-fill', type: 'fill', source: 'area', paint: { 'fill-color': '#4dabf7', 'fill-opacity': 0.08 } });
     map.addLayer({ id: 'area-line', type: 'line', source: 'area', paint: { 'line-color': '#4dabf7', 'line-width': 2.5 } });
     map.addLayer({ id: 'draft-line', type: 'line', source: 'draft', filter: ['!=', ['geometry-type'], 'Point'], paint: { 'line-color': '#ff922b', 'line-width': 2, 'line-dasharray': [2, 1] } });
@@ -246,6 +255,15 @@ export function createMapView({ container, bbox, scenes, onSimilar, onArea, onHi
     }
   });
 
+  /// Eases to a hit's centroid unless it is already in view, zoomed in.
+  function flyTo(hit) {
+    if (!hit || !hit.centroid) return;
+    const b = map.getBounds();
+    const [lon, lat] = hit.centroid;
+    const inView = b.getWest() < lon && lon < b.getEast() && b.getSouth() < lat && lat < b.getNorth();
+    if (!inView || map.getZoom() < 16) map.easeTo({ center: hit.centroid, zoom: Math.max(map.getZoom(), 18), duration: 300 });
+  }
+
   function fitBbox(b) {
     const bb = typeof b === 'string' ? JSON.parse(b) : b;
     map.fitBounds([[bb[0], bb[1]], [bb[2], bb[3]]], { padding: 30, maxZoom: 19, duration: 0 });
@@ -300,13 +318,24 @@ export function createMapView({ container, bbox, scenes, onSimilar, onArea, onHi
       ready.then(() => map.setFilter('results-selected', ['==', ['get', 'patch_id'], patchId || '']));
       for (const f of view.points) f.properties.selected = f.properties.patch_id === patchId;
       set('result-points', { type: 'FeatureCollection', features: view.points });
-      const hit = view.hits.find((h) => h.patch_id === patchId);
-      if (fly && hit && hit.centroid) {
-        const b = map.getBounds();
-        const [lon, lat] = hit.centroid;
-        const inView = b.getWest() < lon && lon < b.getEast() && b.getSouth() < lat && lat < b.getNorth();
-        if (!inView || map.getZoom() < 16) map.easeTo({ center: hit.centroid, zoom: Math.max(map.getZoom(), 18), duration: 300 });
-      }
+      if (fly) flyTo(view.hits.find((h) => h.patch_id === patchId));
+    },
+    /// The "Find all" queue: its patches outlined (dots when zoomed out); `focusId` drawn thicker
+    /// and, with `fly`, flown to. An empty list clears them.
+    showSuggestions(hits, focusId = null, fly = false) {
+      const focused = hits.find((h) => h.patch_id === focusId) || null;
+      set('suggestions', {
+        type: 'FeatureCollection',
+        features: hits.filter((h) => h.footprint).map((h) => ({ type: 'Feature', properties: { patch_id: h.patch_id }, geometry: h.footprint })),
+      });
+      set('suggestion-points', {
+        type: 'FeatureCollection',
+        features: hits
+          .filter((h) => h.centroid)
+          .map((h) => ({ type: 'Feature', properties: { patch_id: h.patch_id, focus: h === focused }, geometry: { type: 'Point', coordinates: h.centroid } })),
+      });
+      ready.then(() => map.setFilter('suggestions-focus', ['==', ['get', 'patch_id'], focused ? focused.patch_id : '']));
+      if (fly) flyTo(focused);
     },
     /// Moves to the best hit when no hit is in view.
     reveal(hits) {

@@ -301,6 +301,178 @@ test('labelling with y / n stores the label, re-runs the refined query, lists th
   await page.close();
 });
 
+/// The "Find all" panel's state once its probe report shows `labels` labels and the queue is
+/// filled.
+async function findAllSettled(page, labels) {
+  await page.waitForFunction((m) => {
+    const fa = window.nadir.findAll;
+    return fa.open && fa.report && fa.report.discovery.length === m && fa.queue.length > 0
+      && document.querySelector('#findall-curve').dataset.labels === String(m)
+      && document.querySelector('#findall-count').dataset.count !== undefined;
+  }, labels);
+  return page.evaluate(() => ({
+    curve: document.querySelector('#findall-curve-text').textContent,
+    labels: Number(document.querySelector('#findall-curve').dataset.labels),
+    points: document.querySelector('#findall-curve polyline').getAttribute('points').trim().split(/\s+/).length,
+    dots: document.querySelectorAll('#findall-curve circle.pt').length,
+    estimate: document.querySelector('#findall-estimate').textContent,
+    note: window.nadir.findAll.report.note || null,
+    count: Number(document.querySelector('#findall-count').dataset.count),
+    queue: [...document.querySelectorAll('#findall-queue li.suggestion')].map((n) => ({ id: n.dataset.patch, p: Number(n.dataset.probability) })),
+  }));
+}
+
+test('"Find all" queues the probe\'s suggestions, draws the discovery curve, downloads GeoJSON and exports a training set', T, async () => {
+  const page = await openMap();
+  const cls = await freshClass(page);
+  assert.equal(await page.isDisabled('#findall-open'), true, 'Find all without a positive label');
+  assert.match(await page.getAttribute('#findall-open', 'title'), /at least one patch .* positive/);
+  // Two positives, labelled on a text search's results.
+  await page.fill('#search', 'a river with a bridge');
+  await searched(page, () => page.press('#search', 'Enter'));
+  await page.locator('#search').blur();
+  await searched(page, () => page.keyboard.press('y'));
+  await searched(page, () => page.keyboard.press('y'));
+  assert.equal((await stored(page, cls)).length, 2);
+  assert.equal(await page.isDisabled('#findall-open'), false);
+
+  // f opens the panel: a queue of suggestions with thumbnails and probabilities, the curve.
+  await page.keyboard.press('f');
+  assert.equal(await page.isVisible('#findall'), true);
+  let fa = await findAllSettled(page, 2);
+  assert.equal(await page.textContent('#findall-class'), cls);
+  assert.ok(fa.queue.length > 0 && fa.queue.length <= 10, `${fa.queue.length} suggestions`);
+  for (const q of fa.queue) assert.ok(q.p >= 0 && q.p <= 1, `probability ${q.p}`);
+  assert.match(await page.textContent('#findall-queue li.suggestion .prob'), /^\d+ %$/);
+  await thumbnailsLoaded(page, '#findall-queue img.thumb');
+  assert.equal(fa.curve, '2 positives in 2 labels');
+  assert.equal(fa.points, 3, 'the curve: the origin and a point per label');
+  assert.equal(fa.dots, 2);
+  if (fa.note) assert.equal(fa.estimate, fa.note);
+  else assert.match(fa.estimate, /^precision .*, recall (\d+ %|unknown) \(spatial CV over \d+ folds\)$/);
+  assert.match(await page.textContent('#findall-training'), /^Probe on 2 positives, 0 negatives, \d+ unlabelled patches taken as negatives\.$/);
+  const known = new Set((await stored(page, cls)).map((l) => l[1]));
+  for (const q of fa.queue) assert.ok(!known.has(q.id), `labelled patch ${q.id} suggested`);
+
+  // A thumbnail shows its patch on the map.
+  const first = fa.queue[0];
+  await page.click(`#findall-queue li[data-patch="${first.id}"] img.thumb`);
+  assert.equal(await page.evaluate(() => window.nadir.findAll.focused), first.id);
+  assert.ok(await page.locator(`#findall-queue li.focused[data-patch="${first.id}"]`).isVisible());
+  await mapIdle(page);
+  const onMap = await page.evaluate((id) => {
+    const m = window.nadir.map;
+    const f = m.querySourceFeatures('suggestions').find((x) => x.properties.patch_id === id);
+    const hit = window.nadir.findAll.queue.find((s) => s.patch.patch_id === id).patch;
+    return { drawn: Boolean(f), inView: m.getBounds().contains(hit.centroid), filter: JSON.stringify(m.getFilter('suggestions-focus')) };
+  }, first.id);
+  assert.ok(onMap.drawn, 'the suggestion is outlined on the map');
+  assert.ok(onMap.inView, 'the map shows the clicked suggestion');
+  assert.match(onMap.filter, new RegExp(first.id));
+
+  // + on a suggestion stores it (as a suggestion's label), takes it off the queue, retrains.
+  await searched(page, () => page.click(`#findall-queue li[data-patch="${first.id}"] button.pos`));
+  fa = await findAllSettled(page, 3);
+  assert.equal(fa.curve, '3 positives in 3 labels');
+  assert.equal(fa.points, 4);
+  assert.ok(!fa.queue.some((q) => q.id === first.id), 'a labelled suggestion stays queued');
+  const labels = await page.evaluate(async (c) => (await (await fetch(`/api/labels?class=${encodeURIComponent(c)}`)).json()).labels, cls);
+  const mine = labels.find((l) => l.patch_id === first.id);
+  assert.ok(mine && mine.positive, 'the suggestion is a positive label in the store');
+  assert.equal(mine.source, 'suggestion');
+  assert.ok(await page.locator(`#labels li[data-patch="${first.id}"][data-kind=positive]`).isVisible());
+  // − on the next one.
+  const second = fa.queue[0];
+  await searched(page, () => page.click(`#findall-queue li[data-patch="${second.id}"] button.neg`));
+  fa = await findAllSettled(page, 4);
+  assert.equal(fa.curve, '3 positives in 4 labels');
+  assert.equal(fa.points, 5);
+  assert.deepEqual((await stored(page, cls)).at(-1), ['negative', second.id]);
+
+  // The threshold counts what the probe takes as the class; the GeoJSON is that.
+  const at50 = fa.count;
+  assert.ok(at50 >= 3, `${at50} patches at 50 %`);
+  await page.evaluate(() => {
+    const t = document.querySelector('#findall-threshold');
+    t.value = '0.95';
+    t.dispatchEvent(new Event('input', { bubbles: true }));
+  });
+  assert.equal(await page.textContent('#findall-threshold-value'), '95 %');
+  assert.ok(Number(await page.getAttribute('#findall-count', 'data-count')) <= at50);
+  await page.evaluate(() => {
+    const t = document.querySelector('#findall-threshold');
+    t.value = '0.5';
+    t.dispatchEvent(new Event('input', { bubbles: true }));
+  });
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#findall-geojson')]);
+  assert.equal(download.suggestedFilename(), `${cls}.geojson`);
+  const fc = JSON.parse(fs.readFileSync(await download.path(), 'utf8'));
+  assert.equal(fc.type, 'FeatureCollection');
+  assert.ok(fc.features.length >= 3, `${fc.features.length} features`);
+  const labelled = fc.features.filter((f) => f.properties.labelled);
+  assert.equal(labelled.length, 3, 'every labelled positive is in the GeoJSON');
+  assert.ok(labelled.some((f) => f.properties.patch_id === first.id));
+  assert.ok(!fc.features.some((f) => f.properties.patch_id === second.id), 'a negative is in the GeoJSON');
+  for (const f of fc.features) {
+    assert.equal(f.properties.class, cls);
+    assert.ok(f.properties.probability >= 0.5, `probability ${f.properties.probability}`);
+    assert.equal(f.geometry.type, 'Polygon');
+  }
+  assert.equal(fc.features.length, at50, 'the count at 50 % is the GeoJSON\'s');
+  await page.waitForFunction(() => /^GeoJSON: /.test(document.querySelector('#findall-status').textContent));
+
+  // The training set.
+  await page.click('#findall-export');
+  await page.waitForFunction(() => /^(Training set: |Training set failed)/.test(document.querySelector('#findall-status').textContent), null, { timeout: 120_000 });
+  const status = await page.textContent('#findall-status');
+  const m = status.match(/^Training set: (\d+) chips? \((\d+) train, (\d+) val, (\d+) test\) written to (.+)\.$/);
+  assert.ok(m, status);
+  assert.ok(Number(m[1]) > 0, status);
+  assert.equal(Number(m[1]), fc.features.length, 'a chip per patch of the GeoJSON');
+  assert.match(m[5], /exports\/web-test-\d+-\d+-p50-\d+$/);
+  await page.evaluate(() => document.querySelector('#findall').scrollIntoView({ block: 'start' }));
+  await mapIdle(page);
+  await shot(page, 'find-all');
+
+  // f closes it; the map forgets the suggestions.
+  await page.keyboard.press('f');
+  assert.equal(await page.isVisible('#findall'), false);
+  await mapIdle(page);
+  assert.equal(await page.evaluate(() => window.nadir.map.querySourceFeatures('suggestions').length), 0);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test('"Find all" follows the class, and says the server\'s errors', T, async () => {
+  const page = await openMap();
+  const cls = await freshClass(page);
+  await page.fill('#search', 'buildings and cars');
+  await searched(page, () => page.press('#search', 'Enter'));
+  await page.locator('#search').blur();
+  await searched(page, () => page.keyboard.press('y'));
+  await page.click('#findall-open');
+  await findAllSettled(page, 1);
+  assert.equal(await page.textContent('#findall-curve-text'), '1 positive in 1 label');
+  // Another class without labels: the panel says what is missing.
+  const other = await freshClass(page);
+  assert.equal(await page.textContent('#findall-class'), other);
+  assert.match(await page.textContent('#findall-estimate'), /Label at least one patch of .* positive/);
+  assert.equal(await page.locator('#findall-queue li').count(), 0);
+  assert.equal(await page.isDisabled('#findall-open'), true);
+  // Back: its labels again.
+  await page.fill('#label-class', cls);
+  await page.press('#label-class', 'Enter');
+  await findAllSettled(page, 1);
+  // Errors from the server go to the status lines in its words.
+  await page.route('**/api/export', (r) => r.fulfill({ status: 400, contentType: 'application/json', body: '{"error":"exports/x exists already"}' }));
+  await page.click('#findall-export');
+  await page.waitForFunction(() => document.querySelector('#findall-status').dataset.state === 'error');
+  assert.equal(await page.textContent('#findall-status'), 'Training set failed: exports/x exists already');
+  assert.match(await page.textContent('#status'), /exports\/x exists already/);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
 test('empty results and errors are said in words', T, async () => {
   const page = await openMap();
   // A click on the dark left of the map, where nothing is indexed.
