@@ -32,3 +32,16 @@ $nadir bench active-learning --archive "$data" --datasets ucm,rsicd,eurosat --se
   --target "bridge=rsicd/bridge" \
   --prevalence 0.001,0.005,0.01 > $out/active-learning-rare.csv
 ${PYTHON:-python3} scripts/plot_active_learning_rare.py $out/active-learning-rare.csv $out/active-learning-rare.png
+# Cold start from one example (10 rounds, the main strategies): the summary only.
+$nadir bench active-learning --archive "$data" --datasets ucm,rsicd,eurosat --seeds "$seeds" --rounds 10 \
+  --start-positives 1 --strategies likely,likely+uncertain,uncertainty,nearest,random \
+  --summary $out/active-learning-rare-start1.md \
+  --target "storage tanks=rsicd/storage tanks,ucm/storagetanks" \
+  --target "stadium=rsicd/stadium" \
+  --target "church=rsicd/church" \
+  --target "port=rsicd/port,ucm/harbor" \
+  --target "baseball field=rsicd/baseball field,ucm/baseballdiamond" \
+  --target "railway station=rsicd/railway station" \
+  --target "airport=rsicd/airport,ucm/airplane" \
+  --target "bridge=rsicd/bridge" \
+  --prevalence 0.001,0.005,0.01 > /dev/null

@@ -159,6 +159,7 @@ impl Engine {
 
     /// The patch containing (lon, lat).
     pub fn patch_at(&self, lon: f64, lat: f64) -> Result<Hit> {
+        crate::geofilter::check_lonlat(lon, lat, "lon, lat")?;
         let row = plan::row_at(&self.index, &self.cells, lon, lat)
             .ok_or_else(|| Error::NothingAt(format!("no indexed patch contains ({lon}, {lat})")))?;
         Ok(Hit::new(&self.index, row, None))

@@ -56,7 +56,8 @@ pub enum Area {
     Circle { center: Point<f64>, radius_m: f64 },
 }
 
-fn check_lonlat(lon: f64, lat: f64, what: &str) -> Result<()> {
+/// 400 unless (lon, lat) is a finite WGS84 position (`what` names the field).
+pub(crate) fn check_lonlat(lon: f64, lat: f64, what: &str) -> Result<()> {
     if !(lon.is_finite()
         && lat.is_finite()
         && (-180.0..=180.0).contains(&lon)
@@ -189,6 +190,15 @@ impl GeoFilter {
             let mp = MultiPolygon(polys);
             if let Err(e) = mp.check_validation() {
                 return Err(Error::bad(format!("geojson: invalid polygon: {e}")));
+            }
+            // A valid ring whose points lie on one line holds nothing: never a silent empty
+            // answer. Collinear points leave a rounding residue, hence the tolerance relative to
+            // the bounding box (a real polygon covers far more than a billionth of it).
+            for p in &mp.0 {
+                let bbox = geo::BoundingRect::bounding_rect(p).map_or(0.0, |r| r.width() * r.height());
+                if geo::Area::unsigned_area(p) <= 1e-9 * bbox {
+                    return Err(Error::bad("geojson: a polygon encloses no area"));
+                }
             }
             return Ok(Area::Polygons(mp));
         }
@@ -400,6 +410,9 @@ mod tests {
             .to_string()
             .contains("radius_m"));
         assert!(area(json!({})).unwrap_err().to_string().contains("exactly one"));
+        let line = json!({"geojson": {"type": "Polygon", "coordinates": [[[0,0],[0.5,0.5],[1,1],[0,0]]]}});
+        let e = area(line).unwrap_err().to_string();
+        assert!(e.contains("encloses no area"), "{e}");
     }
 
     #[test]

@@ -330,13 +330,15 @@ pub fn add_checked(engine: &Engine, label: &NewLabel) -> Result<Label> {
     engine.labels()?.add(label)
 }
 
-/// Reads a point of a GeoJSON position.
+/// Reads a point of a GeoJSON position (WGS84 longitude, latitude).
 fn position(v: &Value) -> Result<(f64, f64)> {
-    v.as_array()
+    let (lon, lat) = v
+        .as_array()
         .filter(|a| a.len() >= 2)
         .and_then(|a| Some((a[0].as_f64()?, a[1].as_f64()?)))
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
-        .ok_or_else(|| Error::bad("geojson: a position must be [lon, lat]"))
+        .ok_or_else(|| Error::bad("geojson: a position must be [lon, lat]"))?;
+    crate::geofilter::check_lonlat(lon, lat, "geojson position")?;
+    Ok((lon, lat))
 }
 
 /// Where one imported feature points.

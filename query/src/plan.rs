@@ -299,6 +299,7 @@ fn examples(
             let (Some(lon), Some(lat)) = (ex.lon, ex.lat) else {
                 return Err(Error::bad("an example location needs both lon and lat"));
             };
+            crate::geofilter::check_lonlat(lon, lat, "example lon, lat")?;
             let row = row_at(index, cells, lon, lat)
                 .ok_or_else(|| Error::NothingAt(format!("no indexed patch contains ({lon}, {lat})")))?;
             exclude.insert(row);

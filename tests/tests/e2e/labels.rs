@@ -423,6 +423,59 @@ fn labels_and_learning_over_http() -> Result<()> {
     Ok(())
 }
 
+/// Positions are validated where they enter: not-a-number, infinite or out-of-range longitudes
+/// and latitudes, and polygons that enclose nothing, get a 400 with a message (they answered 404
+/// or 200 before).
+#[test]
+fn positions_and_empty_polygons_are_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    build(dir.path())?;
+    let engine = Arc::new(Engine::new(Index::open(dir.path())?, None)?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let app = router(engine.clone(), ServiceConfig::default());
+        let first = patch_id(0, 0);
+        let body = json!({"patch_id": first, "class": "water", "positive": true});
+        let (s, _) = call(app.clone(), "POST", "/api/labels", Some(body)).await;
+        ensure!(s == StatusCode::OK);
+        let line = json!({"type": "Polygon", "coordinates": [[[10.0, 45.0], [10.05, 45.05], [10.1, 45.1], [10.0, 45.0]]]});
+        let cases: Vec<(&str, &str, Option<Value>)> = vec![
+            ("/api/patch_at?lon=NaN&lat=45", "GET", None),
+            ("/api/patch_at?lon=10&lat=inf", "GET", None),
+            ("/api/patch_at?lon=200&lat=45", "GET", None),
+            ("/api/patch_at?lon=10&lat=-91", "GET", None),
+            ("/api/similar?lon=NaN&lat=45", "GET", None),
+            ("/api/similar?lon=10&lat=900", "GET", None),
+            (
+                "/api/labels/import",
+                "POST",
+                Some(json!({"geojson": {"type": "Point", "coordinates": [10.0, 900.0]}, "class": "water"})),
+            ),
+            (
+                "/api/learn/water/suggest",
+                "POST",
+                Some(json!({"geofilter": {"geojson": line}})),
+            ),
+            (
+                "/api/labels/import",
+                "POST",
+                Some(json!({"geojson": line, "class": "water"})),
+            ),
+        ];
+        for (uri, method, body) in cases {
+            let (s, v) = call(app.clone(), method, uri, body.clone()).await;
+            ensure!(s == StatusCode::BAD_REQUEST, "{method} {uri} {body:?}: {s} {v}");
+            ensure!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{uri}: {v}");
+        }
+        // A valid position with nothing there is still a 404 (the grid has no footprints).
+        let (s, v) = call(app.clone(), "GET", "/api/patch_at?lon=10&lat=45", None).await;
+        ensure!(s == StatusCode::NOT_FOUND, "{s} {v}");
+        Ok(())
+    })
+}
+
 /// "Find all of these" from the real CLI: label a few patches, ask for suggestions (the most
 /// probable by default), take every probable patch as GeoJSON (the training set of the same
 /// patches needs scenes with pixels: query's export tests write one).
