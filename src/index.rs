@@ -184,8 +184,15 @@ fn add(a: AddArgs) -> Result<()> {
     let report = nadir_indexer::add(&a.dir.index, encoder.as_ref(), &a.scenes, &opts)?;
     print_report(&a.dir.index, &report);
     if !report.failed.is_empty() {
+        let others = report.added + report.replaced + report.unchanged;
+        if others == 0 {
+            bail!(
+                "{} of the inputs failed (listed above); nothing else was given",
+                report.failed.len()
+            );
+        }
         bail!(
-            "{} of the inputs failed (listed above); the others are indexed",
+            "{} of the inputs failed (listed above); the other {others} are indexed",
             report.failed.len()
         );
     }
@@ -219,7 +226,7 @@ fn import(what: ImportCommand) -> Result<()> {
     };
     let r = nadir_indexer::import::import(&dir.index, format, &files, &opts)?;
     let model = Manifest::load(&dir.index)?.model;
-    println!(
+    outln!(
         "{}: {} files imported, {} replaced, {} unchanged, {} failed; {} patches written ({} skipped: no embedding or no valid pixel); {} patches of {} ({}-d) in the index; {:.1} s",
         dir.index.display(),
         r.added,
@@ -234,7 +241,7 @@ fn import(what: ImportCommand) -> Result<()> {
         r.elapsed.as_secs_f64()
     );
     for (path, why) in &r.failed {
-        println!("failed: {} ({why})", path.display());
+        outln!("failed: {} ({why})", path.display());
     }
     if !r.failed.is_empty() {
         bail!(
@@ -247,7 +254,7 @@ fn import(what: ImportCommand) -> Result<()> {
 
 fn print_report(dir: &std::path::Path, r: &Report) {
     let secs = r.elapsed.as_secs_f64();
-    println!(
+    outln!(
         "{}: {} scenes added, {} replaced, {} unchanged, {} failed; {} patches written ({} windows skipped as nodata or empty); {} patches in the index",
         dir.display(),
         r.added,
@@ -259,7 +266,7 @@ fn print_report(dir: &std::path::Path, r: &Report) {
         r.total_rows
     );
     let t = &r.timings;
-    println!(
+    outln!(
         "time {secs:.1} s ({:.1} patches/s): read {:.1} s, embed {:.1} s, annotate {:.1} s, write {:.1} s, graph and text index {:.1} s",
         r.patches as f64 / secs.max(1e-9),
         t.read.as_secs_f64(),
@@ -269,32 +276,35 @@ fn print_report(dir: &std::path::Path, r: &Report) {
         t.derived.as_secs_f64()
     );
     for (path, why) in &r.failed {
-        println!("failed: {} ({why})", path.display());
+        outln!("failed: {} ({why})", path.display());
     }
 }
 
 fn info(dir: &IndexDir) -> Result<()> {
     let m = Manifest::load(&dir.index)?;
-    println!(
+    outln!(
         "index {} (format {} v{})",
         dir.index.display(),
         m.format,
         m.version
     );
-    println!(
+    outln!(
         "model {} ({}-d, sha256 {}, text tower: {})",
-        m.model.name, m.model.dim, m.model.sha256, m.model.text
+        m.model.name,
+        m.model.dim,
+        m.model.sha256,
+        m.model.text
     );
-    println!(
+    outln!(
         "{} patches in {} scenes, {} parts, generation {}",
         m.rows(),
         m.scenes.len(),
         m.parts.len(),
         m.generation
     );
-    println!("graph and text index current: {}", m.derived_current());
+    outln!("graph and text index current: {}", m.derived_current());
     for s in &m.scenes {
-        println!(
+        outln!(
             "  {} {}x{} px, {} patches, {} skipped, EPSG {}, {}",
             s.id,
             s.width,

@@ -171,7 +171,7 @@ pub fn run(cmd: LabelsCommand) -> Result<()> {
                 if !store.remove(&p, &class)? {
                     bail!("patch {p} has no label for class {class:?}");
                 }
-                println!("removed {p} from {class:?}");
+                outln!("removed {p} from {class:?}");
             }
         }
         LabelsCommand::List { dir, class, json } => {
@@ -179,22 +179,26 @@ pub fn run(cmd: LabelsCommand) -> Result<()> {
             let list = store.list(class.as_deref())?;
             if json {
                 let v = serde_json::json!({"labels": list, "classes": store.classes()?});
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
-            println!("| class | positives | negatives |");
-            println!("|---|---:|---:|");
+            outln!("| class | positives | negatives |");
+            outln!("|---|---:|---:|");
             for c in store.classes()? {
-                println!("| {} | {} | {} |", c.class, c.positives, c.negatives);
+                outln!("| {} | {} | {} |", c.class, c.positives, c.negatives);
             }
-            println!();
-            println!("| id | patch | class | label | source | created (unix ms) |");
-            println!("|---:|---|---|---|---|---:|");
+            outln!();
+            outln!("| id | patch | class | label | source | created (unix ms) |");
+            outln!("|---:|---|---|---|---|---:|");
             for l in list {
                 let sign = if l.positive { "positive" } else { "negative" };
-                println!(
+                outln!(
                     "| {} | {} | {} | {sign} | {:?} | {} |",
-                    l.id, l.patch_id, l.class, l.source, l.created_ms
+                    l.id,
+                    l.patch_id,
+                    l.class,
+                    l.source,
+                    l.created_ms
                 );
             }
         }
@@ -208,9 +212,10 @@ pub fn run(cmd: LabelsCommand) -> Result<()> {
             let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
             let v = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
             let r = labels::import_geojson(&engine, &v, &class, !negative)?;
-            println!(
+            outln!(
                 "imported {} labels; {} points or polygons matched no patch",
-                r.added, r.unmatched
+                r.added,
+                r.unmatched
             );
         }
         LabelsCommand::Export {
@@ -233,24 +238,24 @@ pub fn run(cmd: LabelsCommand) -> Result<()> {
             let text = serde_json::to_string_pretty(&fc)? + "\n";
             match out {
                 Some(p) => std::fs::write(&p, text).with_context(|| p.display().to_string())?,
-                None => print!("{text}"),
+                None => out!("{text}"),
             }
         }
         LabelsCommand::Learn { dir, class, json } => {
             let engine = engine(&dir)?;
             let r = learn::learn(&engine, &class)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(());
             }
-            println!(
+            outln!(
                 "class {:?}: {} positives, {} negatives, {} weak negatives; dim {}; trained in {:.1} ms ({} iterations)",
                 r.class, r.positives, r.negatives, r.weak_negatives, r.dim, r.train_ms, r.iterations
             );
             match &r.cross_validation {
                 Some(cv) => {
                     let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
-                    println!(
+                    outln!(
                         "spatial cross-validation ({} folds by {}, {} groups, {} labels): precision {}, recall {}",
                         cv.folds,
                         cv.grouping,
@@ -260,7 +265,7 @@ pub fn run(cmd: LabelsCommand) -> Result<()> {
                         pct(cv.recall)
                     );
                 }
-                None => println!("no cross-validation: {}", r.note.unwrap_or_default()),
+                None => outln!("no cross-validation: {}", r.note.unwrap_or_default()),
             }
         }
         LabelsCommand::Suggest {
@@ -286,16 +291,16 @@ pub fn run(cmd: LabelsCommand) -> Result<()> {
             };
             let r = learn::suggest(&engine, &class, &req)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(());
             }
-            println!("| rank | probability | patch | scene | lon | lat |");
-            println!("|---:|---:|---|---|---:|---:|");
+            outln!("| rank | probability | patch | scene | lon | lat |");
+            outln!("|---:|---:|---|---|---:|---:|");
             for (i, s) in r.suggestions.iter().enumerate() {
                 let (lon, lat) = s.patch.centroid.map_or(("-".into(), "-".into()), |c| {
                     (format!("{:.6}", c[0]), format!("{:.6}", c[1]))
                 });
-                println!(
+                outln!(
                     "| {} | {:.3} | {} | {} | {lon} | {lat} |",
                     i + 1,
                     s.probability,
@@ -370,6 +375,6 @@ pub fn export(a: ExportArgs) -> Result<()> {
     req.seed = a.seed;
     req.group_levels = a.group_levels;
     let report = nadir_query::export::export(&engine, &req)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    outln!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -114,9 +114,9 @@ pub fn run(a: ActiveLearningArgs) -> Result<()> {
             sim.seeds,
             start.elapsed().as_secs_f64()
         );
-        println!("strategy,labels,mean_average_precision");
+        outln!("strategy,labels,mean_average_precision");
         for (strategy, labels, map) in curve {
-            println!("{},{labels},{map:.4}", strategy.name());
+            outln!("{},{labels},{map:.4}", strategy.name());
         }
         Ok(())
     };

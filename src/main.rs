@@ -1,6 +1,46 @@
 //! `nadir`: the command-line interface. It parses arguments and calls the libraries; all the work
 //! lives in the workspace crates.
 
+/// `println!` for the CLI's output: when standard output is a closed pipe (`nadir ... | head
+/// -1`) the process ends quietly with success, as Unix tools do (what was done is done, and no
+/// reader is left to tell); `println!` would panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
+/// `print!` for the CLI's output, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
+/// What a failed write to standard output does: a closed pipe ends the process with success,
+/// anything else with an error.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("Error: writing to standard output: {e}");
+    std::process::exit(1);
+}
+
+/// Whether an error is a write to a closed pipe (the reader went away: not a failure).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 mod index;
 mod labels;
 mod learn_bench;
@@ -305,12 +345,23 @@ fn load_images(paths: &[PathBuf]) -> Result<Vec<nadir_clip::image::RgbImage>> {
 
 fn print_vectors(vectors: &[Vec<f32>]) -> Result<()> {
     for v in vectors {
-        println!("{}", serde_json::to_string(v)?);
+        outln!("{}", serde_json::to_string(v)?);
     }
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -338,10 +389,10 @@ fn main() -> Result<()> {
                 .zip(&images)
                 .collect();
             scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-            println!("| rank | score | image |");
-            println!("|---:|---:|---|");
+            outln!("| rank | score | image |");
+            outln!("|---:|---:|---|");
             for (i, (score, path)) in scored.iter().enumerate() {
-                println!("| {} | {score:.4} | {} |", i + 1, path.display());
+                outln!("| {} | {score:.4} | {} |", i + 1, path.display());
             }
         }
         Command::TrainAdapters(a) => train_adapters(a)?,
@@ -368,12 +419,12 @@ fn main() -> Result<()> {
         } => {
             let cfg = ClipConfig::preset(&arch).with_context(|| format!("unknown architecture {arch:?}"))?;
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            println!("CLIP {arch} on CPU, random weights, {threads} threads (model only: preprocessed pixels, tokenized captions)");
-            println!("| batch | images/s | texts/s |");
-            println!("|---:|---:|---:|");
+            outln!("CLIP {arch} on CPU, random weights, {threads} threads (model only: preprocessed pixels, tokenized captions)");
+            outln!("| batch | images/s | texts/s |");
+            outln!("|---:|---:|---:|");
             let rows = nadir_clip::bench::bench_clip(&cfg, &batch, Duration::from_secs_f64(seconds))?;
             for r in rows {
-                println!("| {} | {:.2} | {:.2} |", r.batch, r.images_per_s, r.texts_per_s);
+                outln!("| {} | {:.2} | {:.2} |", r.batch, r.images_per_s, r.texts_per_s);
             }
         }
         Command::Bench {
@@ -391,20 +442,20 @@ fn main() -> Result<()> {
             let b = nadir_indexer::bench::bench_index(enc.as_ref(), &scene, &opts)?;
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let rate = |d: Duration| b.patches as f64 / d.as_secs_f64().max(1e-9);
-            println!(
+            outln!(
                 "{}: {} patches, model {}, batch {batch}, {threads} threads",
                 scene.display(),
                 b.patches,
                 enc.model_id()?.name
             );
-            println!("| what | seconds | patches/s |");
-            println!("|---|---:|---:|");
-            println!(
+            outln!("| what | seconds | patches/s |");
+            outln!("|---|---:|---:|");
+            outln!(
                 "| whole pipeline | {:.2} | {:.1} |",
                 b.pipeline.as_secs_f64(),
                 rate(b.pipeline)
             );
-            println!(
+            outln!(
                 "| model alone | {:.2} | {:.1} |",
                 b.model_only.as_secs_f64(),
                 rate(b.model_only)
@@ -417,7 +468,7 @@ fn main() -> Result<()> {
                 ("write (parquet, packs, manifest)", t.write),
                 ("graph + text index", t.derived),
             ] {
-                println!("| - {name} | {:.2} | |", d.as_secs_f64());
+                outln!("| - {name} | {:.2} | |", d.as_secs_f64());
             }
         }
         Command::Bench {
@@ -464,9 +515,9 @@ fn bench_retrieval(a: RetrievalArgs) -> Result<()> {
     };
     let results = nadir_clip::retrieval::bench_retrieval(&towers, &adapters, &opts)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        outln!("{}", serde_json::to_string_pretty(&results)?);
     } else {
-        println!(
+        outln!(
             "nadir-lite adapters {} (trained on: {}), percent",
             a.adapters
                 .as_ref()
@@ -477,7 +528,7 @@ fn bench_retrieval(a: RetrievalArgs) -> Result<()> {
                 adapters.trained_on.join(", ")
             }
         );
-        print!("{}", nadir_clip::retrieval::markdown(&results));
+        out!("{}", nadir_clip::retrieval::markdown(&results));
     }
     Ok(())
 }
@@ -523,20 +574,21 @@ fn train_adapters(a: TrainArgs) -> Result<()> {
     std::fs::write(&report_path, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| report_path.display().to_string())?;
     let pct = |x: f32| format!("{:.2}", 100.0 * x);
-    println!(
+    outln!(
         "adapters: {} (epoch {} of {})",
         a.out.display(),
         report.train_report.best_epoch,
         a.epochs
     );
-    println!(
+    outln!(
         "val ({} images, {} captions), each set in its own gallery:",
-        report.val_images, report.val_captions
+        report.val_images,
+        report.val_captions
     );
-    println!("| set | t2i R@1 | R@5 | R@10 | i2t R@1 | R@5 | R@10 | mean R |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    outln!("| set | t2i R@1 | R@5 | R@10 | i2t R@1 | R@5 | R@10 | mean R |");
+    outln!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let row = |name: &str, m: &nadir_clip::eval::RetrievalMetrics| {
-        println!(
+        outln!(
             "| {name} | {} | {} | {} |",
             m.t2i.map(pct).join(" | "),
             m.i2t.map(pct).join(" | "),
@@ -549,7 +601,7 @@ fn train_adapters(a: TrainArgs) -> Result<()> {
     row("mean over sets", &report.val);
     for z in &report.zero_shot {
         for (template, acc) in &z.accuracy {
-            println!(
+            outln!(
                 "zero-shot {} {} ({} images, {} classes) {template:?}: {}",
                 z.dataset,
                 z.split,
@@ -559,6 +611,6 @@ fn train_adapters(a: TrainArgs) -> Result<()> {
             );
         }
     }
-    println!("report: {}", report_path.display());
+    outln!("report: {}", report_path.display());
     Ok(())
 }

@@ -190,10 +190,10 @@ pub fn similar(a: SimilarArgs) -> Result<()> {
 
 fn print(r: &SearchResponse, geojson: bool) -> Result<()> {
     if geojson {
-        println!("{}", serde_json::to_string_pretty(&r.feature_collection())?);
+        outln!("{}", serde_json::to_string_pretty(&r.feature_collection())?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{} results of {} candidates ({} patches), {:?}, {:.1} ms",
         r.hits.len(),
         r.candidates,
@@ -201,13 +201,13 @@ fn print(r: &SearchResponse, geojson: bool) -> Result<()> {
         r.strategy,
         r.took_ms
     );
-    println!("| rank | score | patch | scene | lon | lat | labels |");
-    println!("|---:|---:|---|---|---:|---:|---|");
+    outln!("| rank | score | patch | scene | lon | lat | labels |");
+    outln!("|---:|---:|---|---|---:|---:|---|");
     for (i, h) in r.hits.iter().enumerate() {
         let (lon, lat) = h.centroid.map_or(("-".into(), "-".into()), |c| {
             (format!("{:.6}", c[0]), format!("{:.6}", c[1]))
         });
-        println!(
+        outln!(
             "| {} | {:.4} | {} | {} | {lon} | {lat} | {} |",
             i + 1,
             h.score.unwrap_or_default(),

@@ -132,7 +132,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
     opts.train = a.train_args.options(true);
     let report =
         nadir_segment::finetune(&opts).with_context(|| format!("fine-tuning on {}", a.train.display()))?;
-    println!(
+    outln!(
         "trained on {} chips ({} labelled pixels) in {:.0} s: {} epochs, kept epoch {}, val mIoU {:.3}",
         report.train_chips,
         report.labelled_pixels,
@@ -141,7 +141,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         report.best_epoch,
         report.val.miou
     );
-    println!("model written to {}", a.out.display());
+    outln!("model written to {}", a.out.display());
     Ok(())
 }
 
@@ -180,7 +180,7 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     };
     let r = nadir_segment::predict_scene(&model, &a.scene, &a.out, &opts)
         .with_context(|| format!("predicting {}", a.scene.display()))?;
-    println!(
+    outln!(
         "{}x{} px, {} windows in {:.1} s -> {}",
         r.width,
         r.height,
@@ -189,14 +189,14 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         a.out.display()
     );
     for (i, c) in model.config().classes.iter().enumerate() {
-        println!(
+        outln!(
             "  {:<20} {:>6.2} %",
             c.name,
             100.0 * r.class_pixels[i] as f64 / (r.width as f64 * r.height as f64)
         );
     }
     if let (Some(p), Some(n)) = (&a.geojson, r.polygons) {
-        println!("{n} polygons -> {}", p.display());
+        outln!("{n} polygons -> {}", p.display());
     }
     Ok(())
 }
@@ -251,7 +251,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     if a.clicks > 0 {
         labels.push(Labels::Clicks(a.clicks));
     }
-    println!("{}", eval::MARKDOWN_HEADER);
+    outln!("{}", eval::MARKDOWN_HEADER);
     let mut rows = Vec::new();
     for set in &sets {
         // SpaceNet is one image: only "all" of it.
@@ -275,7 +275,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                     };
                     let r =
                         eval::run(set, &run).with_context(|| format!("{} {enc:?} {lab} {n:?}", set.name))?;
-                    println!("{}", r.markdown());
+                    outln!("{}", r.markdown());
                     rows.push(r);
                     if let Some(p) = &a.csv {
                         let csv = eval::to_csv(&rows);
@@ -408,7 +408,7 @@ pub fn segment(a: SegmentArgs) -> Result<()> {
         session: a.session.options(),
     };
     let r = script::run(&opts).with_context(|| format!("segmenting {}", a.scene.display()))?;
-    println!(
+    outln!(
         "{}x{} px, {} inputs, features {:.1} s, update {:.0} ms -> {}",
         r.width,
         r.height,
@@ -419,14 +419,14 @@ pub fn segment(a: SegmentArgs) -> Result<()> {
     );
     let total = f64::from(r.width) * f64::from(r.height);
     for (i, c) in r.classes.iter().enumerate() {
-        println!(
+        outln!(
             "  {:<20} {:>6.2} %",
             c,
             100.0 * r.update.class_pixels[i] as f64 / total
         );
     }
     if let (Some(p), Some(n)) = (&a.geojson, r.polygons) {
-        println!("{n} polygons -> {}", p.display());
+        outln!("{n} polygons -> {}", p.display());
     }
     Ok(())
 }
@@ -562,11 +562,11 @@ pub fn bench_interactive(a: BenchInteractiveArgs) -> Result<()> {
             .map(|(n, r)| (n.clone(), protocol_json(r)))
             .collect::<serde_json::Map<_, _>>()
             .into();
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!(
+    outln!(
         "encoder {:?}, model {}, refine radius {}, {threads} threads",
         a.encoder,
         a.model
@@ -574,9 +574,9 @@ pub fn bench_interactive(a: BenchInteractiveArgs) -> Result<()> {
             .map_or("none".into(), |p| p.display().to_string()),
         a.session.refine_radius
     );
-    println!();
-    println!("| set | class | targets | IoU@0 | @1 | @3 | @5 | @10 | @20 | NoC@80 | NoC@85 | NoC@90 |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    outln!();
+    outln!("| set | class | targets | IoU@0 | @1 | @3 | @5 | @10 | @20 | NoC@80 | NoC@85 | NoC@90 |");
+    outln!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, r) in &reports {
         let mut rows: Vec<Option<String>> = r.classes().into_iter().map(Some).collect();
         rows.push(None);
@@ -591,7 +591,7 @@ pub fn bench_interactive(a: BenchInteractiveArgs) -> Result<()> {
                 .iter()
                 .map(|&k| format!("{:.3}", r.mean_iou(k, c)))
                 .collect();
-            println!(
+            outln!(
                 "| {name} | {} | {n} | {} | {:.1} | {:.1} | {:.1} |",
                 c.unwrap_or("**all**"),
                 ious.join(" | "),
@@ -601,9 +601,9 @@ pub fn bench_interactive(a: BenchInteractiveArgs) -> Result<()> {
             );
         }
     }
-    println!();
-    println!("| set | images | mean size (px) | features p50 (s) | session memory (MiB) | update p50 (ms) | update p95 (ms) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    outln!();
+    outln!("| set | images | mean size (px) | features p50 (s) | session memory (MiB) | update p50 (ms) | update p95 (ms) |");
+    outln!("|---|---:|---:|---:|---:|---:|---:|");
     for (name, r) in &reports {
         let mut f: Vec<f64> = r.images.iter().map(|i| i.features_ms / 1e3).collect();
         f.sort_by(f64::total_cmp);
@@ -614,7 +614,7 @@ pub fn bench_interactive(a: BenchInteractiveArgs) -> Result<()> {
             .sum::<f64>()
             / r.images.len().max(1) as f64;
         let mem = r.images.iter().map(|i| i.memory_bytes).max().unwrap_or(0) as f64 / (1 << 20) as f64;
-        println!(
+        outln!(
             "| {name} | {} | {:.0} | {:.2} | {mem:.0} | {:.0} | {:.0} |",
             r.images.len(),
             px,

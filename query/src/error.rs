@@ -28,6 +28,10 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
 
+    /// The request collides with work in progress (another export writing the same folder).
+    #[error("{0}")]
+    Conflict(String),
+
     /// The label store (`labels.sqlite`) could not be read or written.
     #[error("label store {path}: {source}")]
     Labels {

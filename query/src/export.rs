@@ -81,6 +81,9 @@ pub struct ExportRequest {
     pub seed: u64,
     /// How many H3 resolutions coarser than the patch cell the split groups are.
     pub group_levels: u8,
+    /// How the output folder is named in messages and in the report (the HTTP service:
+    /// `exports/{name}`, relative to the index folder, so no server path leaks); `None`: the path.
+    pub shown_as: Option<String>,
 }
 
 impl ExportRequest {
@@ -94,6 +97,7 @@ impl ExportRequest {
             split: [0.7, 0.15, 0.15],
             seed: 0,
             group_levels: 2,
+            shown_as: None,
         }
     }
 }
@@ -130,19 +134,59 @@ fn export_err(path: &Path, message: impl std::fmt::Display) -> Error {
     }
 }
 
+/// The lock file that claims an output folder for one export.
+const CLAIM_FILE: &str = ".nadir-export-in-progress";
+
+/// An output folder claimed by one export: a lock file created exclusively inside it (so two
+/// exports into one folder cannot both proceed, whichever comes first) and removed when the
+/// export ends, whether it succeeded or not.
+struct Claim {
+    lock: PathBuf,
+}
+
+impl Claim {
+    /// Claims `out` (created when absent): 409 while another export holds it, 400 when it holds
+    /// anything else.
+    fn take(out: &Path, shown: &str) -> Result<Claim> {
+        std::fs::create_dir_all(out).map_err(|e| export_err(out, e))?;
+        let lock = out.join(CLAIM_FILE);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Conflict(format!(
+                    "{shown}: another export is writing there (remove {CLAIM_FILE} if none is)"
+                )))
+            }
+            Err(e) => return Err(export_err(out, e)),
+        }
+        let claim = Claim { lock };
+        let entries = std::fs::read_dir(out).map_err(|e| export_err(out, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| export_err(out, e))?;
+            if entry.file_name() != CLAIM_FILE {
+                return Err(Error::bad(format!("{shown}: the output folder is not empty")));
+            }
+        }
+        Ok(claim)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
 /// Runs an export.
 pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
     let split = check_split(req.split)?;
     let out = &req.out_dir;
-    if out.exists() {
-        let mut entries = std::fs::read_dir(out).map_err(|e| export_err(out, e))?;
-        if entries.next().is_some() {
-            return Err(Error::bad(format!(
-                "{}: the output folder is not empty",
-                out.display()
-            )));
-        }
-    }
+    let shown = req.shown_as.clone().unwrap_or_else(|| out.display().to_string());
+    let _claim = Claim::take(out, &shown)?;
     let index = engine.index();
     // Patches and their labels, by row.
     let mut by_row: BTreeMap<u32, Vec<(String, bool)>> = BTreeMap::new();
@@ -230,7 +274,7 @@ pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
     let mut datasets: HashMap<String, (PathBuf, Dataset)> = HashMap::new();
     let mut scene_polys: HashMap<String, Vec<Placed>> = HashMap::new();
     let mut report = ExportReport {
-        out_dir: out.clone(),
+        out_dir: PathBuf::from(&shown),
         chips: 0,
         masks: 0,
         splits: [0; 3],
@@ -312,7 +356,7 @@ pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
         "id": "nadir-export",
         "description": format!(
             "Training chips exported by Nadir from the index {}: {} chips ({} train, {} val, {} test), spatial split by {} groups.",
-            index.dir().display(), report.chips, report.splits[0], report.splits[1], report.splits[2], report.groups
+            index.dir().file_name().map_or_else(|| "(unnamed)".into(), |n| n.to_string_lossy()), report.chips, report.splits[0], report.splits[1], report.splits[2], report.groups
         ),
         "links": links,
     });

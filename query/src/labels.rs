@@ -28,6 +28,8 @@ use crate::hit::Hit;
 pub const LABELS_FILE: &str = "labels.sqlite";
 /// Longest class name, in characters.
 pub const MAX_CLASS_CHARS: usize = 100;
+/// Most bytes of a label's `query` (the search that found it, as JSON).
+pub const MAX_QUERY_BYTES: usize = 16 * 1024;
 /// Most labels one import may add.
 pub const MAX_IMPORT: usize = 100_000;
 
@@ -227,6 +229,14 @@ impl LabelStore {
         for l in labels {
             check_patch_id(&l.patch_id)?;
             let class = check_class(&l.class)?.to_string();
+            if let Some(q) = &l.query {
+                let bytes = q.to_string().len();
+                if bytes > MAX_QUERY_BYTES {
+                    return Err(Error::bad(format!(
+                        "query: at most {MAX_QUERY_BYTES} bytes of JSON (got {bytes})"
+                    )));
+                }
+            }
             clean.push((l, class));
         }
         let created_ms = now_ms();
@@ -495,6 +505,20 @@ mod tests {
             source: LabelSource::Search,
             query: Some(json!({"text": "a harbour"})),
         }
+    }
+
+    #[test]
+    fn oversized_queries_are_refused_and_nothing_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LabelStore::open(dir.path()).unwrap();
+        let mut big = label(1, "harbour", true);
+        big.query = Some(json!({"text": "a".repeat(MAX_QUERY_BYTES)}));
+        let e = store
+            .add_many(&[label(2, "harbour", true), big])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 16384 bytes"), "{e}");
+        assert!(store.list(None).unwrap().is_empty(), "the batch is refused whole");
     }
 
     #[test]

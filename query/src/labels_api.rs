@@ -288,6 +288,8 @@ pub(crate) async fn export_set(
             (None, None, class) => Selection::Labelled { class },
         };
         let mut req = ExportRequest::new(e.index().dir().join("exports").join(name), selection);
+        // Relative to the index folder: no server path in answers or messages.
+        req.shown_as = Some(format!("exports/{name}"));
         req.masks = b.masks;
         if let Some(c) = b.mask_class {
             req.mask_class = crate::labels::check_class(&c)?.to_string();

@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 use crate::geofilter::GeoFilter;
 
 /// Largest `k` a request may ask for.
+/// Most bytes of a text query (a description, not a document: the towers truncate far below).
+pub const MAX_TEXT_BYTES: usize = 2000;
 pub const MAX_K: usize = 1000;
 /// Most examples (positives plus negatives) in one request.
 pub const MAX_EXAMPLES: usize = 256;
@@ -99,6 +101,14 @@ impl SearchRequest {
         if self.text.as_deref().is_none_or(|t| t.trim().is_empty()) && self.positives.is_empty() {
             return Err(Error::bad("a query needs text or at least one positive example"));
         }
+        if let Some(t) = &self.text {
+            if t.len() > MAX_TEXT_BYTES {
+                return Err(Error::bad(format!(
+                    "text: at most {MAX_TEXT_BYTES} bytes (got {}); the text towers read the first 77 (CLIP) or 256 (MiniLM) tokens anyway",
+                    t.len()
+                )));
+            }
+        }
         if !(0.0..=2.0).contains(&self.negative_weight) {
             return Err(Error::bad("negative_weight must be in [0, 2]"));
         }
@@ -188,6 +198,15 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("k must be"), "{e}");
+        let long = SearchRequest {
+            text: Some("a".repeat(MAX_TEXT_BYTES + 1)),
+            ..ok.clone()
+        };
+        assert!(long
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("at most 2000 bytes"));
         let e = SearchRequest { text: None, ..ok }
             .validate()
             .unwrap_err()

@@ -77,6 +77,7 @@ impl From<Error> for ApiError {
             Error::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
             Error::UnknownPatch(id) => ApiError::new(StatusCode::NOT_FOUND, format!("unknown patch {id}")),
             Error::NothingAt(m) | Error::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+            Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             Error::Model(nadir_clip::Error::InvalidInput(m)) => ApiError::new(StatusCode::BAD_REQUEST, m),
             Error::Index(nadir_indexer::Error::Invalid(m)) => ApiError::new(StatusCode::BAD_REQUEST, m),
             other => {

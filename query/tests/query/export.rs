@@ -398,14 +398,23 @@ fn the_endpoint_writes_only_under_exports() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["chips"], 2);
     assert!(dir.join("exports/set-1/catalog.json").exists());
+    // No server path in the answer or in what the export wrote.
+    assert_eq!(body["out_dir"], "exports/set-1", "{body}");
+    let catalog = std::fs::read_to_string(dir.join("exports/set-1/catalog.json")).unwrap();
+    assert!(!catalog.contains(tmp.path().to_str().unwrap()), "{catalog}");
+    assert!(
+        !dir.join("exports/set-1/.nadir-export-in-progress").exists(),
+        "the claim is released"
+    );
     for bad in ["../escape", "/abs", "", "-x", "a/b", "."] {
         let (status, body) = post(serde_json::json!({"name": bad, "patches": ids}));
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
     }
     assert!(!tmp.path().join("escape").exists());
-    // The same name again: the folder is not empty.
-    let (status, _) = post(serde_json::json!({"name": "set-1", "patches": ids}));
+    // The same name again: the folder is not empty (said without the server's path).
+    let (status, body) = post(serde_json::json!({"name": "set-1", "patches": ids}));
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "exports/set-1: the output folder is not empty");
     // No labels: nothing to export.
     let (status, _) = post(serde_json::json!({"name": "set-2"}));
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -521,4 +530,74 @@ fn export_trains_a_segmentation_model_that_maps_the_buildings() {
     }
     let buildings = pred.iter().filter(|&&v| v == 1).count() as u64;
     assert_eq!(pixels, [pred.len() as u64 - buildings, buildings]);
+}
+
+/// Two exports into one folder at once (a double click): exactly one writes it, the other is
+/// refused (409 while the first runs, 400 once it has written); the folder holds what the
+/// catalog lists.
+#[test]
+fn racing_exports_into_one_folder_do_not_mix() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("index");
+    let engine = std::sync::Arc::new(build(&dir));
+    let ids: Vec<String> = engine
+        .index()
+        .records()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    let app = nadir_query::service::router(engine, Default::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..3 {
+        let name = format!("race-{round}");
+        let statuses: Vec<StatusCode> = rt.block_on(async {
+            let tasks: Vec<_> = (0..4)
+                .map(|_| {
+                    let app = app.clone();
+                    let body = serde_json::json!({"name": name, "patches": ids}).to_string();
+                    tokio::spawn(async move {
+                        let req = Request::post("/api/export")
+                            .header("content-type", "application/json")
+                            .body(Body::from(body))
+                            .unwrap();
+                        app.oneshot(req).await.unwrap().status()
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        });
+        let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        assert_eq!(ok, 1, "{statuses:?}");
+        assert!(
+            statuses
+                .iter()
+                .all(|s| [StatusCode::OK, StatusCode::CONFLICT, StatusCode::BAD_REQUEST].contains(s)),
+            "{statuses:?}"
+        );
+        let out = dir.join("exports").join(&name);
+        let catalog = json(&out.join("catalog.json"));
+        let items = catalog["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["rel"] == "item")
+            .count();
+        let chips: usize = SPLITS
+            .iter()
+            .map(|s| std::fs::read_dir(out.join("images").join(s)).map_or(0, |d| d.count()))
+            .sum();
+        assert_eq!((items, chips), (ids.len(), ids.len()));
+    }
 }

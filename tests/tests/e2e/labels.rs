@@ -423,6 +423,31 @@ fn labels_and_learning_over_http() -> Result<()> {
     Ok(())
 }
 
+/// Output into a pipe whose reader is gone (`nadir labels list | head -0`) ends the command
+/// quietly with success, as Unix tools do; it panicked on the closed pipe before.
+#[test]
+fn a_closed_pipe_is_not_a_panic() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    build(dir.path())?;
+    let index = dir.path().to_str().context("utf-8 temp path")?;
+    let ids: Vec<String> = (0..5).map(|i| patch_id(i, 0)).collect();
+    let mut add = vec!["labels", "add", "--index", index, "--class", "water"];
+    add.extend(ids.iter().map(String::as_str));
+    ensure!(crate::common::nadir()?.args(&add).output()?.status.success());
+    // A pipe whose read end is closed before the command writes.
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    let out = crate::common::nadir()?
+        .args(["labels", "list", "--index", index])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!stderr.contains("panicked"), "{stderr}");
+    ensure!(out.status.success(), "{:?}: {stderr}", out.status);
+    Ok(())
+}
+
 /// Positions are validated where they enter: not-a-number, infinite or out-of-range longitudes
 /// and latitudes, and polygons that enclose nothing, get a 400 with a message (they answered 404
 /// or 200 before).
