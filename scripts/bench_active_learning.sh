@@ -16,32 +16,29 @@ seeds=${SEEDS:-3}
 cargo build --release --locked --bin nadir
 nadir=./target/release/nadir
 out=docs/bench
+# The rare targets: UCM and AID classes (as `set/class`) that show the same thing.
+targets=(
+  --target "storage tanks=rsicd/storage tanks,ucm/storagetanks"
+  --target "stadium=rsicd/stadium"
+  --target "church=rsicd/church"
+  --target "port=rsicd/port,ucm/harbor"
+  --target "baseball field=rsicd/baseball field,ucm/baseballdiamond"
+  --target "railway station=rsicd/railway station"
+  --target "airport=rsicd/airport,ucm/airplane"
+  --target "bridge=rsicd/bridge"
+)
 for set in ucm rsicd; do
   $nadir bench active-learning --archive "$data" --datasets $set --seeds "$seeds" > $out/active-learning-$set.csv
 done
 ${PYTHON:-python3} scripts/plot_active_learning.py $out/active-learning-ucm.csv $out/active-learning.png
 $nadir bench active-learning --archive "$data" --datasets ucm,rsicd,eurosat --seeds "$seeds" --rounds 15 \
   --score-rows 1000000 --summary $out/active-learning-rare.md \
-  --target "storage tanks=rsicd/storage tanks,ucm/storagetanks" \
-  --target "stadium=rsicd/stadium" \
-  --target "church=rsicd/church" \
-  --target "port=rsicd/port,ucm/harbor" \
-  --target "baseball field=rsicd/baseball field,ucm/baseballdiamond" \
-  --target "railway station=rsicd/railway station" \
-  --target "airport=rsicd/airport,ucm/airplane" \
-  --target "bridge=rsicd/bridge" \
+  "${targets[@]}" \
   --prevalence 0.001,0.005,0.01 > $out/active-learning-rare.csv
 ${PYTHON:-python3} scripts/plot_active_learning_rare.py $out/active-learning-rare.csv $out/active-learning-rare.png
 # Cold start from one example (10 rounds, the main strategies): the summary only.
 $nadir bench active-learning --archive "$data" --datasets ucm,rsicd,eurosat --seeds "$seeds" --rounds 10 \
   --start-positives 1 --strategies likely,likely+uncertain,uncertainty,nearest,random \
   --summary $out/active-learning-rare-start1.md \
-  --target "storage tanks=rsicd/storage tanks,ucm/storagetanks" \
-  --target "stadium=rsicd/stadium" \
-  --target "church=rsicd/church" \
-  --target "port=rsicd/port,ucm/harbor" \
-  --target "baseball field=rsicd/baseball field,ucm/baseballdiamond" \
-  --target "railway station=rsicd/railway station" \
-  --target "airport=rsicd/airport,ucm/airplane" \
-  --target "bridge=rsicd/bridge" \
+  "${targets[@]}" \
   --prevalence 0.001,0.005,0.01 > /dev/null

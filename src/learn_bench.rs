@@ -91,15 +91,17 @@ pub fn run(a: ActiveLearningArgs) -> Result<()> {
         no_top_up: a.no_top_up,
         strategies,
     };
+    let mut scoring = String::new();
     if a.score_rows > 0 {
         let t = learn_bench::time_scoring(a.score_rows, 256, 3)?;
-        eprintln!(
-            "{} x 256-d patches, {} threads: probe over all {:.1} ms, 10 suggestions from them {:.1} ms (best of 3)",
+        scoring = format!(
+            "Scoring {} x 256-d patches ({} threads): the probe over all {:.1} ms, 10 suggestions from them {:.1} ms (best of 3).\n",
             a.score_rows,
             std::thread::available_parallelism().map_or(1, |n| n.get()),
             t.score.as_secs_f64() * 1e3,
             t.choose.as_secs_f64() * 1e3
         );
+        eprint!("{scoring}");
         if a.index.is_none() && a.archive.is_none() {
             return Ok(());
         }
@@ -167,7 +169,10 @@ pub fn run(a: ActiveLearningArgs) -> Result<()> {
                     p.average_precision
                 )?;
             }
-            let summary = learn_bench::rare_summary(&points, &sim);
+            let mut summary = learn_bench::rare_summary(&points, &sim);
+            if !scoring.is_empty() {
+                summary = format!("{summary}\n{scoring}");
+            }
             eprint!("{summary}");
             if let Some(path) = &a.summary {
                 std::fs::write(path, &summary).with_context(|| format!("writing {}", path.display()))?;
