@@ -139,6 +139,11 @@ pub struct ServeArgs {
     /// Longest a query may take, in seconds.
     #[arg(long, default_value_t = 30.0)]
     query_timeout: f64,
+    /// A host name browsers reach this server by, beyond localhost and the address's IP
+    /// (repeatable; `*`: any). Requests naming another host are refused, which stops DNS
+    /// rebinding from reaching a server on 127.0.0.1.
+    #[arg(long = "allowed-host")]
+    allowed_hosts: Vec<String>,
 }
 
 fn engine(dir: &IndexDir, model: &Option<String>) -> Result<Engine> {
@@ -229,9 +234,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         info.model,
         a.addr
     );
-    let config = ServiceConfig {
+    let mut config = ServiceConfig {
         query_timeout: Duration::from_secs_f64(a.query_timeout),
+        ..Default::default()
     };
+    config.allowed_hosts.extend(a.allowed_hosts);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(nadir_web::serve(engine, a.addr, config))?;
     Ok(())

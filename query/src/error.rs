@@ -32,6 +32,10 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
 
+    /// Too much of a costly kind of work is running: retry shortly (the service answers 503).
+    #[error("{0}")]
+    Busy(String),
+
     /// The label store (`labels.sqlite`) could not be read or written.
     #[error("label store {path}: {source}")]
     Labels {

@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 
 use geo::{
-    BoundingRect, Contains, Coord, CoordsIter, Destination, Distance, Haversine, LineString, MultiPolygon,
-    Point, Polygon, Rect, Validation,
+    BoundingRect, Contains, Coord, CoordsIter, Densify, Destination, Distance, Euclidean, Haversine,
+    LineString, MultiPolygon, Point, Polygon, Rect, Validation,
 };
 use h3o::geom::{ContainmentMode, TilerBuilder};
 use h3o::{CellIndex, LatLng, Resolution};
@@ -55,6 +55,10 @@ pub enum Area {
     Cells(HashSet<CellIndex>),
     Circle { center: Point<f64>, radius_m: f64 },
 }
+
+/// Longest polygon edge, in degrees, that the H3 covering takes as it is; longer ones are
+/// densified first.
+pub const MAX_EDGE_DEGREES: f64 = 1.0;
 
 /// 400 unless (lon, lat) is a finite WGS84 position (`what` names the field).
 pub(crate) fn check_lonlat(lon: f64, lat: f64, what: &str) -> Result<()> {
@@ -195,7 +199,7 @@ impl GeoFilter {
             // answer. Collinear points leave a rounding residue, hence the tolerance relative to
             // the bounding box (a real polygon covers far more than a billionth of it).
             for p in &mp.0 {
-                let bbox = geo::BoundingRect::bounding_rect(p).map_or(0.0, |r| r.width() * r.height());
+                let bbox = BoundingRect::bounding_rect(p).map_or(0.0, |r| r.width() * r.height());
                 if geo::Area::unsigned_area(p) <= 1e-9 * bbox {
                     return Err(Error::bad("geojson: a polygon encloses no area"));
                 }
@@ -360,6 +364,16 @@ impl Area {
                 MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])
             }
         };
+        // Planar longitude and latitude, as GeoJSON (RFC 7946) and the exact containment test
+        // read them. An area wider than 180 degrees is not tiled: h3o would take its long edges
+        // to cross the antimeridian (a box from -90 to 120 degrees covered nothing), and its
+        // size estimate fails there (tens of thousands of cells, minutes); every row is then a
+        // candidate for the exact test. Long edges are densified so that the covering follows
+        // them rather than great circles.
+        if shape.bounding_rect().is_some_and(|r| r.width() > 180.0) {
+            return None;
+        }
+        let shape = Euclidean.densify(&shape, MAX_EDGE_DEGREES);
         // h3o's size hint counts at least one cell per vertex, plus a margin per polygon: those
         // come on top of the cap.
         let allowance = max_cells + shape.coords_count() + 16 * shape.0.len();

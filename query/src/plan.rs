@@ -291,9 +291,7 @@ fn examples(
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .map_err(|e| Error::bad(format!("image_base64 is not base64: {e}")))?;
-            let img = nadir_clip::image::load_from_memory(&bytes)
-                .map_err(|e| Error::bad(format!("image_base64 is not an image: {e}")))?
-                .to_rgb8();
+            let img = query_image(&bytes)?;
             out.extend(enc.embed_images(&[img])?);
         } else {
             let (Some(lon), Some(lat)) = (ex.lon, ex.lat) else {
@@ -394,9 +392,148 @@ pub fn plan_with(
     })
 }
 
+/// Largest side, in pixels, of an image query (the encoders see 224 px; a larger side is a
+/// scene, which belongs in the index, or a decompression bomb).
+pub const MAX_QUERY_IMAGE_SIDE: u32 = 4096;
+/// Most bytes one image query may allocate while decoding.
+pub const MAX_QUERY_IMAGE_ALLOC: u64 = 128 * 1024 * 1024;
+/// Image queries decoded at once; more wait (up to [`IMAGE_DECODE_WAIT`]) for a turn.
+pub const MAX_CONCURRENT_IMAGE_DECODES: usize = 2;
+/// How long an image query waits for a turn before a 503.
+pub const IMAGE_DECODE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The decodes running now (a counting semaphore: [`MAX_CONCURRENT_IMAGE_DECODES`]).
+static DECODES: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// A turn to decode an image query, given back on drop.
+struct DecodeTurn;
+
+impl DecodeTurn {
+    fn take() -> Result<DecodeTurn> {
+        let (lock, freed) = &DECODES;
+        let running = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut running, wait) = freed
+            .wait_timeout_while(running, IMAGE_DECODE_WAIT, |n| *n >= MAX_CONCURRENT_IMAGE_DECODES)
+            .unwrap_or_else(|p| p.into_inner());
+        if wait.timed_out() && *running >= MAX_CONCURRENT_IMAGE_DECODES {
+            return Err(Error::Busy(format!(
+                "{MAX_CONCURRENT_IMAGE_DECODES} image queries are being decoded: retry shortly"
+            )));
+        }
+        *running += 1;
+        Ok(DecodeTurn)
+    }
+}
+
+impl Drop for DecodeTurn {
+    fn drop(&mut self) {
+        let (lock, freed) = &DECODES;
+        let mut running = lock.lock().unwrap_or_else(|p| p.into_inner());
+        *running = running.saturating_sub(1);
+        freed.notify_one();
+    }
+}
+
+/// Decodes an image query within the size and memory limits, one of a few at a time: a 400
+/// naming the limit for an image too large (checked from its header, before any pixel is
+/// decoded), a 503 when too many are being decoded.
+pub(crate) fn query_image(bytes: &[u8]) -> Result<nadir_clip::image::RgbImage> {
+    use nadir_clip::image::{ImageReader, Limits};
+    let reader = || {
+        ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| Error::bad(format!("image_base64 is not an image: {e}")))
+    };
+    // The header alone: no pixel is decoded yet.
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| Error::bad(format!("image_base64 is not an image: {e}")))?;
+    if w > MAX_QUERY_IMAGE_SIDE || h > MAX_QUERY_IMAGE_SIDE {
+        return Err(Error::bad(format!(
+            "image_base64 is {w} x {h} pixels; an image query is at most {MAX_QUERY_IMAGE_SIDE} pixels a side (index large images as scenes)"
+        )));
+    }
+    let _turn = DecodeTurn::take()?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_QUERY_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_QUERY_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_QUERY_IMAGE_ALLOC);
+    let mut reader = reader()?;
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| Error::bad(format!("image_base64 is not an image within the limits: {e}")))?;
+    Ok(img.to_rgb8())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A PNG of `w` x `h` black pixels, encoded for real when small; for a large one, the 1 x 1
+    /// PNG with its header's size rewritten (a decompression bomb's header, no pixels behind it).
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        use nadir_clip::image::{codecs::png::PngEncoder, ExtendedColorType, ImageEncoder};
+        let (ew, eh) = if u64::from(w) * u64::from(h) <= 1 << 20 {
+            (w, h)
+        } else {
+            (1, 1)
+        };
+        let mut out = Vec::new();
+        PngEncoder::new(&mut out)
+            .write_image(&vec![0u8; (ew * eh) as usize], ew, eh, ExtendedColorType::L8)
+            .unwrap();
+        if (ew, eh) != (w, h) {
+            // IHDR: 8 bytes signature, 4 length, 4 "IHDR", then width and height, then a CRC over
+            // the type and the 13 data bytes.
+            out[16..20].copy_from_slice(&w.to_be_bytes());
+            out[20..24].copy_from_slice(&h.to_be_bytes());
+            let crc = crc32(&out[12..29]);
+            out[29..33].copy_from_slice(&crc.to_be_bytes());
+        }
+        out
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    #[test]
+    fn image_queries_are_bounded() {
+        let small = query_image(&png(64, 48)).unwrap();
+        assert_eq!(small.dimensions(), (64, 48));
+        // A 12000 x 12000 bomb is refused from its header, at once.
+        let t = std::time::Instant::now();
+        let e = query_image(&png(12_000, 12_000)).unwrap_err().to_string();
+        assert!(e.contains("12000 x 12000") && e.contains("at most 4096"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        let e = query_image(b"not an image").unwrap_err().to_string();
+        assert!(e.contains("not an image"), "{e}");
+        // The decode turns: never more than the cap at once.
+        let turns: Vec<DecodeTurn> = (0..MAX_CONCURRENT_IMAGE_DECODES)
+            .map(|_| DecodeTurn::take().unwrap())
+            .collect();
+        let waiter = std::thread::spawn(|| DecodeTurn::take().map(|_| ()));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!waiter.is_finished(), "a third decode waits for a turn");
+        drop(turns);
+        assert!(
+            waiter.join().unwrap().is_ok(),
+            "and gets one when a turn is given back"
+        );
+    }
 
     #[test]
     fn combination_follows_the_documented_formula() {

@@ -31,12 +31,19 @@ pub const MAX_BODY_BYTES: usize = 16 << 20;
 pub struct ServiceConfig {
     /// A query taking longer is answered 503.
     pub query_timeout: Duration,
+    /// The host names (without port) a request's `Host` header may carry ([`guard`]); `*`
+    /// allows any.
+    pub allowed_hosts: Vec<String>,
 }
+
+/// The hosts a server answers by default: loopback only.
+pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             query_timeout: Duration::from_secs(30),
+            allowed_hosts: LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect(),
         }
     }
 }
@@ -78,6 +85,7 @@ impl From<Error> for ApiError {
             Error::UnknownPatch(id) => ApiError::new(StatusCode::NOT_FOUND, format!("unknown patch {id}")),
             Error::NothingAt(m) | Error::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            Error::Busy(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
             Error::Model(nadir_clip::Error::InvalidInput(m)) => ApiError::new(StatusCode::BAD_REQUEST, m),
             Error::Index(nadir_indexer::Error::Invalid(m)) => ApiError::new(StatusCode::BAD_REQUEST, m),
             other => {
@@ -325,8 +333,69 @@ pub fn router_with_doc(engine: Arc<Engine>, config: ServiceConfig, doc: utoipa::
         .with_state(state)
 }
 
-/// Serves `app` (this crate's [`router`], or one built on it) on `addr` until Ctrl-C.
-pub async fn serve(app: Router, addr: std::net::SocketAddr) -> std::io::Result<()> {
+/// The host of a `Host` header, without its port, lower-cased (`[::1]:8080` is `[::1]`).
+fn host_name(value: &str) -> String {
+    let v = value.trim().to_ascii_lowercase();
+    if v.starts_with('[') {
+        return v.split_inclusive(']').next().unwrap_or(&v).to_string();
+    }
+    v.split(':').next().unwrap_or(&v).to_string()
+}
+
+/// What every answer of the whole app (API, page, tiles) goes through: a request whose `Host`
+/// names a host not in `allowed` is refused (403 with a message), so that a web page on another
+/// site cannot reach a server on 127.0.0.1 by rebinding its DNS name; requests without `Host`
+/// (not from a browser) pass. Every answer says it may not be framed by another site
+/// (`X-Frame-Options`, CSP `frame-ancestors`) and is not to be sniffed.
+pub fn guard(app: Router, allowed: &[String]) -> Router {
+    let allowed: Arc<Vec<String>> = Arc::new(allowed.iter().map(|h| host_name(h)).collect());
+    app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let allowed = allowed.clone();
+            async move {
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .map(|h| h.to_str().map(host_name).unwrap_or_default());
+                if let Some(host) = host {
+                    if !allowed.iter().any(|a| a == "*" || *a == host) {
+                        return ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            format!(
+                                "host {host:?} is not served here: start the server with --allowed-host {host} to answer it"
+                            ),
+                        )
+                        .into_response();
+                    }
+                }
+                let mut resp = next.run(req).await;
+                let h = resp.headers_mut();
+                h.insert("x-frame-options", header::HeaderValue::from_static("DENY"));
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    header::HeaderValue::from_static("frame-ancestors 'none'"),
+                );
+                h.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    header::HeaderValue::from_static("nosniff"),
+                );
+                resp
+            }
+        },
+    ))
+}
+
+/// Serves `app` (this crate's [`router`], or one built on it) on `addr` until Ctrl-C, behind
+/// [`guard`] with `allowed_hosts` (and the address's own IP).
+pub async fn serve(app: Router, addr: std::net::SocketAddr, allowed_hosts: &[String]) -> std::io::Result<()> {
+    let mut allowed = allowed_hosts.to_vec();
+    if !addr.ip().is_unspecified() {
+        allowed.push(match addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        });
+    }
+    let app = guard(app, &allowed);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving");
     axum::serve(listener, app)

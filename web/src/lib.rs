@@ -72,7 +72,8 @@ pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
 
 /// Serves the UI and the API for `engine` on `addr` until Ctrl-C.
 pub async fn serve(engine: Arc<Engine>, addr: SocketAddr, config: ServiceConfig) -> std::io::Result<()> {
-    service::serve(router(engine, config), addr).await
+    let hosts = config.allowed_hosts.clone();
+    service::serve(router(engine, config), addr, &hosts).await
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

@@ -310,3 +310,48 @@ fn filters_combine_as_sets() {
         }
     }
 }
+
+/// Areas wider than 180 degrees of longitude are read as drawn (planar longitude and latitude,
+/// as GeoJSON does), never as crossing the antimeridian: a box from -170 to 170 degrees, or a
+/// polygon with a 210-degree edge, holds the rows between (it held none before).
+#[test]
+fn areas_wider_than_half_the_world_hold_what_lies_between() {
+    let fx = fixture::shared();
+    let index = fx.engine.index();
+    let [_, s, _, n] = region();
+    let (s, n) = (s - 0.5, n + 0.5);
+    let all = rows_inside(index, |_, y| y >= s && y <= n);
+    assert!(!all.is_empty());
+    let boxes = [
+        GeoFilter {
+            bbox: Some(vec![-170.0, s, 170.0, n]),
+            ..Default::default()
+        },
+        GeoFilter {
+            geojson: Some(
+                json!({"type": "Polygon", "coordinates": [[[-90.0, s], [120.0, s], [120.0, n], [-90.0, n], [-90.0, s]]]}),
+            ),
+            ..Default::default()
+        },
+    ];
+    for filter in boxes {
+        let mut rows = fx.engine.rows_in(Some(&filter)).unwrap();
+        rows.sort_unstable();
+        assert_eq!(rows, all, "{filter:?}");
+        // And a search inside it answers from those rows.
+        let req = SearchRequest {
+            positives: vec![Example {
+                patch: Some(index.record(all[0]).id.to_string()),
+                ..Default::default()
+            }],
+            geofilter: Some(filter),
+            k: K,
+            ..Default::default()
+        };
+        let hits = fx.engine.search(&req).unwrap().hits;
+        assert_eq!(hits.len(), K);
+        assert!(hits
+            .iter()
+            .all(|h| all.contains(&fx.engine.row_of(&h.patch_id).unwrap())));
+    }
+}

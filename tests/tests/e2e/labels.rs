@@ -423,6 +423,68 @@ fn labels_and_learning_over_http() -> Result<()> {
     Ok(())
 }
 
+/// The served app answers only the hosts it is told (DNS rebinding cannot reach a server on
+/// 127.0.0.1 through another name) and forbids framing by other sites.
+#[test]
+fn other_hosts_are_refused_and_framing_is_forbidden() -> Result<()> {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir()?;
+    build(dir.path())?;
+    let engine = Arc::new(Engine::new(Index::open(dir.path())?, None)?);
+    let config = ServiceConfig::default();
+    let mut hosts = config.allowed_hosts.clone();
+    hosts.push("nadir.internal".into());
+    let app = nadir_query::service::guard(router(engine, config), &hosts);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let get = |host: Option<&str>| {
+            let mut req = Request::get("/health");
+            if let Some(h) = host {
+                req = req.header("host", h);
+            }
+            app.clone().oneshot(req.body(Body::empty()).unwrap())
+        };
+        for host in [
+            None,
+            Some("127.0.0.1:8080"),
+            Some("localhost"),
+            Some("[::1]:80"),
+            Some("NADIR.internal:443"),
+        ] {
+            let resp = get(host).await?;
+            ensure!(resp.status() == StatusCode::OK, "{host:?}: {}", resp.status());
+            let h = resp.headers();
+            ensure!(h["x-frame-options"] == "DENY", "{h:?}");
+            ensure!(h["content-security-policy"] == "frame-ancestors 'none'", "{h:?}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "[::2]:80",
+        ] {
+            let resp = get(Some(host)).await?;
+            ensure!(
+                resp.status() == StatusCode::FORBIDDEN,
+                "{host}: {}",
+                resp.status()
+            );
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await?;
+            let v: Value = serde_json::from_slice(&body)?;
+            ensure!(
+                v["error"].as_str().is_some_and(|m| m.contains("--allowed-host")),
+                "{v}"
+            );
+        }
+        Ok(())
+    })
+}
+
 /// Output into a pipe whose reader is gone (`nadir labels list | head -0`) ends the command
 /// quietly with success, as Unix tools do; it panicked on the closed pipe before.
 #[test]
