@@ -342,11 +342,43 @@ fn host_name(value: &str) -> String {
     v.split(':').next().unwrap_or(&v).to_string()
 }
 
+/// Whether an answer's body is JSON.
+fn is_json(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"))
+}
+
+/// A 4xx whose body is not JSON (a 405, or the router's own rejections: a path that is not
+/// UTF-8) as the service's one error shape, `{"error": "..."}`, its text kept as the message.
+async fn json_error(resp: Response) -> Response {
+    let status = resp.status();
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let message = match (text.is_empty(), status) {
+        (false, _) => text,
+        (true, StatusCode::METHOD_NOT_ALLOWED) => {
+            "method not allowed on this route; see /openapi.json".into()
+        }
+        (true, s) => s.canonical_reason().unwrap_or("bad request").to_string(),
+    };
+    let mut out = ApiError::new(status, message).into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
+}
+
 /// What every answer of the whole app (API, page, tiles) goes through: a request whose `Host`
 /// names a host not in `allowed` is refused (403 with a message), so that a web page on another
 /// site cannot reach a server on 127.0.0.1 by rebinding its DNS name; requests without `Host`
-/// (not from a browser) pass. Every answer says it may not be framed by another site
-/// (`X-Frame-Options`, CSP `frame-ancestors`) and is not to be sniffed.
+/// (not from a browser) pass. A 4xx that is not JSON (a 405, a path that is not UTF-8) gets the
+/// one error shape. Every answer says it may not be framed by another site (`X-Frame-Options`,
+/// CSP `frame-ancestors`) and is not to be sniffed.
 pub fn guard(app: Router, allowed: &[String]) -> Router {
     let allowed: Arc<Vec<String>> = Arc::new(allowed.iter().map(|h| host_name(h)).collect());
     app.layer(axum::middleware::from_fn(
@@ -369,6 +401,9 @@ pub fn guard(app: Router, allowed: &[String]) -> Router {
                     }
                 }
                 let mut resp = next.run(req).await;
+                if resp.status().is_client_error() && !is_json(&resp) {
+                    resp = json_error(resp).await;
+                }
                 let h = resp.headers_mut();
                 h.insert("x-frame-options", header::HeaderValue::from_static("DENY"));
                 h.insert(

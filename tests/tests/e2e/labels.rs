@@ -424,7 +424,8 @@ fn labels_and_learning_over_http() -> Result<()> {
 }
 
 /// The served app answers only the hosts it is told (DNS rebinding cannot reach a server on
-/// 127.0.0.1 through another name) and forbids framing by other sites.
+/// 127.0.0.1 through another name), forbids framing by other sites, and answers every 4xx in
+/// one JSON shape.
 #[test]
 fn other_hosts_are_refused_and_framing_is_forbidden() -> Result<()> {
     use axum::body::Body;
@@ -461,6 +462,29 @@ fn other_hosts_are_refused_and_framing_is_forbidden() -> Result<()> {
             let h = resp.headers();
             ensure!(h["x-frame-options"] == "DENY", "{h:?}");
             ensure!(h["content-security-policy"] == "frame-ancestors 'none'", "{h:?}");
+        }
+        // Every 4xx in the one JSON shape: a 405 (keeping its Allow header) and a path that is
+        // not UTF-8 (empty or plain-text bodies before).
+        for (method, uri, want) in [
+            ("DELETE", "/health", StatusCode::METHOD_NOT_ALLOWED),
+            ("GET", "/api/patches/%FF%FE", StatusCode::BAD_REQUEST),
+            ("PUT", "/api/learn/water", StatusCode::METHOD_NOT_ALLOWED),
+        ] {
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("host", "127.0.0.1");
+            let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await?;
+            ensure!(resp.status() == want, "{method} {uri}: {}", resp.status());
+            if want == StatusCode::METHOD_NOT_ALLOWED {
+                ensure!(resp.headers().contains_key("allow"), "{:?}", resp.headers());
+            }
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await?;
+            let v: Value = serde_json::from_slice(&body)?;
+            ensure!(
+                v["error"].as_str().is_some_and(|m| !m.is_empty()),
+                "{method} {uri}: {v}"
+            );
         }
         for host in [
             "evil.example",
