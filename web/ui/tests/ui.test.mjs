@@ -455,6 +455,8 @@ test('"Find all" follows the class, and says the server\'s errors', T, async () 
   assert.equal(await page.textContent('#findall-curve-text'), '1 positive in 1 label');
   // Another class without labels: the panel says what is missing.
   const other = await freshClass(page);
+  // The panel follows once the class's labels are loaded (freshClass may return before).
+  await page.waitForFunction((c) => document.querySelector('#findall-class').textContent === c, other);
   assert.equal(await page.textContent('#findall-class'), other);
   assert.match(await page.textContent('#findall-estimate'), /Label at least one patch of .* positive/);
   assert.equal(await page.locator('#findall-queue li').count(), 0);
