@@ -19,7 +19,8 @@ def main(index: Path) -> None:
     total = 0
     for part in manifest["parts"]:
         path = index / "parts" / f"{part['id']}.parquet"
-        geo = json.loads(pq.read_schema(path).metadata[b"geo"])
+        # The footer as it is on disk (read_schema would rebuild it from ARROW:schema).
+        geo = json.loads(pq.read_metadata(path).metadata[b"geo"])
         assert geo["version"] == "1.1.0" and geo["primary_column"] == "geometry", geo
         gdf = gpd.read_parquet(path)
         assert len(gdf) == part["rows"], f"{path}: {len(gdf)} rows, manifest says {part['rows']}"

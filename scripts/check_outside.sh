@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # Checks Nadir with outside tools, as users' tools see it: indexes the demo scenes with the debug
-# CLI, opens the GeoParquet patch table with GeoPandas (scripts/check_geoparquet.py), then serves
+# CLI, opens the GeoParquet patch table with GeoPandas (scripts/check_geoparquet.py) and with
+# footer readers, DuckDB and GDAL where it has the Parquet driver (scripts/check_duckdb.py, on the
+# new index and on the frozen format fixture), then serves
 # the index on 127.0.0.1 and fuzzes the API from its OpenAPI document with schemathesis: no answer
 # may be a 5xx. Python packages go into a virtualenv under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/pyenv
-if [ ! -x "$venv/bin/st" ]; then
+if [ ! -x "$venv/bin/st" ] || ! "$venv/bin/python" -c "import duckdb" 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet geopandas==1.1.1 pyarrow==26.0.1 shapely==2.2.0 schemathesis==4.32.5
+  "$venv/bin/pip" install --quiet geopandas==1.1.1 pyarrow==26.0.1 shapely==2.2.0 schemathesis==4.32.5 \
+    duckdb==2.0.1
 fi
 nadir=./target/debug/nadir
 index=target/check-index
 "$nadir" index add --quiet --index "$index" data/scenes
 "$venv/bin/python" scripts/check_geoparquet.py "$index"
+"$venv/bin/python" scripts/check_duckdb.py "$index"
+"$venv/bin/python" scripts/check_duckdb.py indexer/tests/fixtures/frozen-v3
 
 port=${NADIR_CHECK_PORT:-18181}
 "$nadir" serve --index "$index" --addr "127.0.0.1:$port" --query-timeout 20 &

@@ -28,10 +28,50 @@ pub enum IndexCommand {
         #[command(subcommand)]
         what: ImportCommand,
     },
-    /// Print the manifest summary of an index.
+    /// Print the manifest summary of an index (with a quick check: every file present, of the
+    /// size it was committed with).
     Info {
         #[command(flatten)]
         dir: IndexDir,
+    },
+    /// Verify every file the manifest names against the checksum recorded when it was committed
+    /// (parts, thumbnails, graph, text index) and list scene files that are missing. Exit status
+    /// 1 when something is damaged.
+    Check {
+        #[command(flatten)]
+        dir: IndexDir,
+        /// Sizes only (a stat per file), no checksums.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Repair a damaged index: rebuild the graph and text index from the parts, drop the scenes
+    /// whose part is damaged (it prints the command that indexes them again).
+    Repair {
+        #[command(flatten)]
+        dir: IndexDir,
+    },
+    /// Bring an index of an older format to the current one (the next `index add` does it too).
+    Upgrade {
+        #[command(flatten)]
+        dir: IndexDir,
+    },
+    /// Point the index at scenes that moved: every scene path under FROM becomes the same path
+    /// under TO. Nothing changes unless every such scene is found at its new place.
+    Relocate {
+        #[command(flatten)]
+        dir: IndexDir,
+        /// The folder the scenes were indexed from.
+        #[arg(long)]
+        from: PathBuf,
+        /// The folder they are in now.
+        #[arg(long)]
+        to: PathBuf,
+        /// Also check that each file has the indexed bytes (reads them all).
+        #[arg(long)]
+        verify: bool,
+        /// Say what would change, write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -124,6 +164,16 @@ pub fn run(cmd: IndexCommand) -> Result<()> {
         IndexCommand::Add(a) => add(a),
         IndexCommand::Import { what } => import(what),
         IndexCommand::Info { dir } => info(&dir),
+        IndexCommand::Check { dir, quick } => check(&dir, quick),
+        IndexCommand::Repair { dir } => repair(&dir),
+        IndexCommand::Upgrade { dir } => upgrade(&dir),
+        IndexCommand::Relocate {
+            dir,
+            from,
+            to,
+            verify,
+            dry_run,
+        } => relocate(&dir, &from, &to, verify, dry_run),
     }
 }
 
@@ -283,7 +333,7 @@ fn print_report(dir: &std::path::Path, r: &Report) {
 fn info(dir: &IndexDir) -> Result<()> {
     let m = Manifest::load(&dir.index)?;
     outln!(
-        "index {} (format {} v{})",
+        "index {} (format {} version {})",
         dir.index.display(),
         m.format,
         m.version
@@ -303,6 +353,24 @@ fn info(dir: &IndexDir) -> Result<()> {
         m.generation
     );
     outln!("graph and text index current: {}", m.derived_current());
+    if m.needs_upgrade() {
+        outln!(
+            "format version {} is older than this build's {}: `nadir index upgrade --index {}`",
+            m.version,
+            nadir_indexer::manifest::FORMAT_VERSION,
+            dir.index.display()
+        );
+    }
+    let quick = nadir_indexer::check::quick(&dir.index, &m);
+    if quick.ok() {
+        outln!("files: {} present with their committed sizes", quick.files);
+    }
+    for d in &quick.damaged {
+        outln!("damaged: {d}");
+    }
+    for s in &quick.missing_scenes {
+        outln!("scene file missing: {} ({})", s.id, s.path.display());
+    }
     for s in &m.scenes {
         outln!(
             "  {} {}x{} px, {} patches, {} skipped, EPSG {}, {}",
@@ -314,6 +382,137 @@ fn info(dir: &IndexDir) -> Result<()> {
             s.epsg.map_or("-".to_string(), |e| e.to_string()),
             s.path.display()
         );
+    }
+    Ok(())
+}
+
+fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:30}} {{pos}}/{{len}} {what} [{{elapsed}} < {{eta}}]"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+fn check(dir: &IndexDir, quick: bool) -> Result<()> {
+    use nadir_indexer::check::Depth;
+    let m = Manifest::load(&dir.index)?;
+    let depth = if quick { Depth::Quick } else { Depth::Full };
+    let progress = bar(0, "files");
+    let r = nadir_indexer::check::check(&dir.index, &m, depth, &mut |done, total| {
+        progress.set_length(total as u64);
+        progress.set_position(done as u64);
+    });
+    progress.finish_and_clear();
+    for d in &r.damaged {
+        outln!("damaged: {d}");
+    }
+    for s in &r.missing_scenes {
+        outln!("scene file missing: {} ({})", s.id, s.path.display());
+    }
+    outln!(
+        "{}: {} files checked ({}), {} damaged, {} without a recorded checksum (format version {}), {} scene files missing",
+        dir.index.display(),
+        r.files,
+        if quick { "sizes".to_string() } else { format!("{:.1} MB read", r.bytes_read as f64 / 1e6) },
+        r.damaged.len(),
+        r.unsummed,
+        m.version,
+        r.missing_scenes.len()
+    );
+    if !r.ok() {
+        bail!(
+            "index {} is damaged; `nadir index repair --index {}` rebuilds the graph and text index and drops damaged parts' scenes",
+            dir.index.display(),
+            dir.index.display()
+        );
+    }
+    if !r.missing_scenes.is_empty() {
+        outln!(
+            "search works; tiles and exports of the missing scenes do not. If they moved: `nadir index relocate --index {} --from OLD_FOLDER --to NEW_FOLDER`",
+            dir.index.display()
+        );
+    }
+    Ok(())
+}
+
+fn repair(dir: &IndexDir) -> Result<()> {
+    let progress = bar(0, "files checked");
+    let r = nadir_indexer::check::repair(&dir.index, &mut |done, total| {
+        progress.set_length(total as u64);
+        progress.set_position(done as u64);
+    })?;
+    progress.finish_and_clear();
+    for d in &r.found {
+        outln!("damaged: {d}");
+    }
+    if r.found.is_empty() && !r.rebuilt_derived {
+        outln!("{}: nothing damaged, nothing to repair", dir.index.display());
+        return Ok(());
+    }
+    outln!(
+        "{}: {} scenes dropped with their damaged parts; graph and text index {}",
+        dir.index.display(),
+        r.dropped_scenes.len(),
+        if r.rebuilt_derived { "rebuilt" } else { "kept" }
+    );
+    if !r.dropped_scenes.is_empty() {
+        let paths: Vec<String> = r
+            .dropped_scenes
+            .iter()
+            .map(|s| format!("'{}'", s.path.display()))
+            .collect();
+        outln!(
+            "index them again with: nadir index add --index {} {}",
+            dir.index.display(),
+            paths.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn upgrade(dir: &IndexDir) -> Result<()> {
+    let before = Manifest::load(&dir.index)?.version;
+    let m = nadir_indexer::IndexWriter::open_existing(&dir.index)?.finish()?;
+    if before == m.version {
+        outln!("{}: already format version {}", dir.index.display(), m.version);
+    } else {
+        outln!(
+            "{}: format version {before} -> {} ({} parts rewritten)",
+            dir.index.display(),
+            m.version,
+            m.parts.len()
+        );
+    }
+    Ok(())
+}
+
+fn relocate(
+    dir: &IndexDir,
+    from: &std::path::Path,
+    to: &std::path::Path,
+    verify: bool,
+    dry_run: bool,
+) -> Result<()> {
+    let r = nadir_indexer::relocate::relocate(&dir.index, from, to, verify, dry_run)?;
+    for (id, path) in &r.moved {
+        outln!("{id} -> {}", path.display());
+    }
+    outln!(
+        "{}: {} scenes {}",
+        dir.index.display(),
+        r.moved.len(),
+        if r.committed {
+            "relocated"
+        } else {
+            "would be relocated (dry run)"
+        }
+    );
+    for (id, path) in &r.still_missing {
+        outln!("still missing: {id} ({})", path.display());
     }
     Ok(())
 }

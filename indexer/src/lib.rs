@@ -4,7 +4,8 @@
 //!
 //! An index is one folder:
 //! - `manifest.json`: format version, model id and checksum, dimension, tiling, scenes with
-//!   their checksums, parts, and the derived structures (the commit point, see [`manifest`]);
+//!   their checksums, parts and the derived structures with the size and sha256 of every file
+//!   (the commit point, see [`manifest`]; verified and repaired by [`check`]);
 //! - `parts/<id>.parquet`: GeoParquet 1.1 patch tables (see [`table`]), `parts/<id>.thumbs`:
 //!   their thumbnail packs (see [`thumbs`]);
 //! - `hnsw-<generation>/graph.bin`: the HNSW graph (see [`ann`]); `text-<generation>/`: the tantivy
@@ -13,6 +14,7 @@
 pub mod ann;
 pub mod bench;
 pub mod cells;
+pub mod check;
 pub mod embeddings;
 pub mod error;
 pub mod fsutil;
@@ -22,6 +24,7 @@ pub mod manifest;
 pub mod pipeline;
 pub mod raster;
 pub mod reader;
+pub mod relocate;
 pub mod sources;
 pub mod table;
 pub mod text;

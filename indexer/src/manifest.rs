@@ -2,6 +2,9 @@
 //! patch parameters, every scene with its checksum, the part files that hold the rows and the
 //! derived structures (HNSW, text index) built from them. A file the manifest does not name is
 //! garbage from an interrupted run; replacing the manifest (temp file + rename) commits a change.
+//!
+//! Scene paths below the index folder are stored relative to it (an index moved together with
+//! its scenes keeps working); in memory every scene path is absolute.
 
 use std::path::{Path, PathBuf};
 
@@ -13,15 +16,24 @@ use crate::raster::RasterOptions;
 use crate::tiling::Tiling;
 
 /// The format this crate writes. Version 2 replaced version 1's hnsw_rs dump with Nadir's own
-/// graph file ([`crate::ann`]); everything else is unchanged.
-pub const FORMAT_VERSION: u32 = 2;
-/// Older versions this crate still opens: a version 1 manifest loads without its derived
-/// structures, so search falls back to exact scans until the next `nadir index add` rebuilds them
-/// (and saves the manifest as the current version).
+/// graph file ([`crate::ann`]). Version 3 puts the GeoParquet `geo` metadata in the parquet footer
+/// of every part (version 2 had it only inside the serialised arrow schema), records the size
+/// and sha256 of every file at commit (parts, thumbnail packs, graph, text index) and stores
+/// scene paths below the index folder relative to it.
+pub const FORMAT_VERSION: u32 = 3;
+/// Older versions this crate still opens, read-only: a version 1 manifest loads without its
+/// derived structures, so search falls back to exact scans. The first writer (`nadir index add`
+/// or `nadir index upgrade`) rewrites the parts, records checksums, rebuilds what is missing and
+/// saves the manifest as the current version.
 pub const READS_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 /// The name of the manifest file inside an index directory.
 pub const MANIFEST: &str = "manifest.json";
 const FORMAT_NAME: &str = "nadir-index";
+
+/// `dir` as an absolute path, without resolving links (the folder may not exist yet).
+fn absolute(dir: &Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
 
 /// The model whose vectors an index holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +67,7 @@ impl ModelInfo {
 pub struct SceneEntry {
     /// Stable id: file stem plus a hash of the canonical path.
     pub id: String,
-    /// The canonical path it was read from.
+    /// The canonical path it was read from (on disk: relative to the index folder when below it).
     pub path: PathBuf,
     /// sha256 of the file's bytes: an unchanged scene is skipped, a changed one replaced.
     pub sha256: String,
@@ -78,11 +90,33 @@ pub struct SceneEntry {
     pub tags: Vec<String>,
 }
 
+/// The size and checksum of a file, recorded when it was committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSum {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl FileSum {
+    /// Sums the file at `path` (reads it whole).
+    pub fn of(path: &Path) -> Result<Self> {
+        let bytes = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        let sha256 = nadir_clip::encoder::sha256_file(path)?;
+        Ok(FileSum { bytes, sha256 })
+    }
+}
+
 /// A part: one parquet file of rows plus the pack of their thumbnails.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartEntry {
     pub id: String,
     pub rows: usize,
+    /// The parquet file's sum (format 3 on; `None` in older indexes until upgraded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<FileSum>,
+    /// The thumbnail pack's sum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbs: Option<FileSum>,
 }
 
 impl PartEntry {
@@ -107,6 +141,10 @@ pub struct Derived {
     pub hnsw: Option<String>,
     /// Folder of the tantivy index.
     pub text: String,
+    /// Every file of both folders (path relative to the index folder, `/`-separated) with its
+    /// sum (format 3 on).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub files: std::collections::BTreeMap<String, FileSum>,
 }
 
 /// The manifest of an index.
@@ -163,16 +201,79 @@ impl Manifest {
         }
         let mut manifest: Manifest = serde_json::from_value(value)
             .map_err(|e| Error::format(&path, format!("malformed manifest: {e}")))?;
+        manifest.validate_names(&path)?;
         if manifest.version < FORMAT_VERSION {
             tracing::warn!(
                 manifest = %path.display(),
                 version = manifest.version,
-                "an index of an older format: its graph and text index will be rebuilt by `nadir index add`"
+                "an index of an older format, opened read-only as it is; `nadir index upgrade` (or the next `nadir index add`) brings it to version {FORMAT_VERSION}"
             );
+        }
+        if manifest.version < 2 {
+            // Version 1's graph was an hnsw_rs dump this build does not read.
             manifest.derived = None;
-            manifest.version = FORMAT_VERSION;
+        }
+        let root = absolute(dir);
+        for s in &mut manifest.scenes {
+            if s.path.is_relative() {
+                s.path = root.join(&s.path);
+            }
         }
         Ok(manifest)
+    }
+
+    /// Part ids and derived folder names become paths inside the index folder: refuse any that
+    /// could point elsewhere (`..`, separators) before anything joins them.
+    fn validate_names(&self, path: &Path) -> Result<()> {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        for p in &self.parts {
+            if !plain(&p.id) {
+                return Err(Error::format(
+                    path,
+                    format!("part id {:?} is not a plain name", p.id),
+                ));
+            }
+        }
+        for s in &self.scenes {
+            if !plain(&s.part) {
+                return Err(Error::format(
+                    path,
+                    format!("scene {:?} names part {:?}, not a plain name", s.id, s.part),
+                ));
+            }
+        }
+        if let Some(d) = &self.derived {
+            for name in d.hnsw.iter().chain(std::iter::once(&d.text)) {
+                if !plain(name) {
+                    return Err(Error::format(
+                        path,
+                        format!("derived folder {name:?} is not a plain name"),
+                    ));
+                }
+            }
+            for f in d.files.keys() {
+                let ok = f.split('/').all(|c| !c.is_empty() && c != ".." && c != ".")
+                    && !f.starts_with('/')
+                    && !f.contains('\\');
+                if !ok {
+                    return Err(Error::format(
+                        path,
+                        format!("derived file {f:?} is not inside the index"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the index is of an older format than this build writes.
+    pub fn needs_upgrade(&self) -> bool {
+        self.version < FORMAT_VERSION
     }
 
     /// Whether `dir` holds a manifest.
@@ -180,10 +281,27 @@ impl Manifest {
         dir.join(MANIFEST).is_file()
     }
 
-    /// Commits this manifest: atomic replace of `dir/manifest.json`.
+    /// Commits this manifest: atomic replace of `dir/manifest.json`. Scene paths below `dir` are
+    /// written relative to it.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).expect("a manifest serialises");
+        let mut on_disk = self.clone();
+        let roots = [
+            absolute(dir),
+            dir.canonicalize().unwrap_or_else(|_| absolute(dir)),
+        ];
+        for s in &mut on_disk.scenes {
+            if let Some(rel) = roots.iter().find_map(|r| s.path.strip_prefix(r).ok()) {
+                s.path = rel.to_path_buf();
+            }
+        }
+        let bytes = serde_json::to_vec_pretty(&on_disk).expect("a manifest serialises");
         fsutil::write_atomic(&dir.join(MANIFEST), &bytes)
+    }
+
+    /// Scenes whose file is not where the manifest says (moved or deleted): their tiles and
+    /// exports cannot be read. `nadir index relocate` points them at their new place.
+    pub fn missing_scenes(&self) -> Vec<&SceneEntry> {
+        self.scenes.iter().filter(|s| !s.path.exists()).collect()
     }
 
     /// Rows in the index.

@@ -218,7 +218,14 @@ impl Job<'_> {
         let canonical = path.canonicalize().map_err(|e| Error::io(path, e))?;
         let sha256 =
             nadir_clip::encoder::sha256_file(&canonical).map_err(|e| Error::input(path, e.to_string()))?;
-        let id = sources::scene_id(&canonical);
+        // A scene keeps its id where the manifest already knows its path (after a relocation the
+        // id no longer derives from the path).
+        let id = writer
+            .manifest()
+            .scenes
+            .iter()
+            .find(|s| s.path == canonical)
+            .map_or_else(|| sources::scene_id(&canonical), |s| s.id.clone());
         if writer.has_scene(&id, &sha256) {
             tracing::debug!(scene = %path.display(), "unchanged, skipped");
             return Ok(None);

@@ -82,13 +82,45 @@ impl Index {
         loop {
             let manifest = Manifest::load(dir)?;
             match Self::open_manifest(dir, manifest.clone()) {
-                Err(Error::Io { .. }) if attempts < 3 && Manifest::load(dir)? != manifest => attempts += 1,
+                Err(Error::Io { .. } | Error::Format { .. })
+                    if attempts < 3 && Manifest::load(dir)? != manifest =>
+                {
+                    attempts += 1
+                }
                 other => return other,
             }
         }
     }
 
     fn open_manifest(dir: &Path, manifest: Manifest) -> Result<Self> {
+        // A stat per file: a torn or truncated part is named here, not as a parquet error later.
+        let check = crate::check::quick(dir, &manifest);
+        let (parts_damaged, derived_damaged): (Vec<_>, Vec<_>) = check
+            .damaged
+            .iter()
+            .partition(|d| matches!(d.owner, crate::check::Owner::Part(_)));
+        if !parts_damaged.is_empty() {
+            return Err(Error::format(
+                dir,
+                format!(
+                    "damaged: {}; `nadir index repair` drops the damaged parts' scenes so they can be indexed again",
+                    parts_damaged.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                ),
+            ));
+        }
+        if !check.missing_scenes.is_empty() {
+            let first = &check.missing_scenes[0];
+            tracing::warn!(
+                index = %dir.display(),
+                missing = check.missing_scenes.len(),
+                "{} of {} scene files are not where the manifest says (first: {} at {}): search works, their tiles and exports do not; if they moved, `nadir index relocate --index {} --from OLD_FOLDER --to NEW_FOLDER`",
+                check.missing_scenes.len(),
+                manifest.scenes.len(),
+                first.id,
+                first.path.display(),
+                dir.display(),
+            );
+        }
         let rows = Rows::read(dir, &manifest)?;
         let mut by_id = HashMap::with_capacity(rows.records.len());
         for (i, r) in rows.records.iter().enumerate() {
@@ -102,14 +134,35 @@ impl Index {
             .map(|p| Pack::open(&dir.join(p.thumbs_file())))
             .collect::<Result<Vec<_>>>()?;
         let (ann, text) = match &manifest.derived {
+            Some(_) if !derived_damaged.is_empty() => {
+                tracing::warn!(
+                    index = %dir.display(),
+                    "the graph or text index is damaged ({}): exact scans instead, keyword filters refused; `nadir index repair` rebuilds them",
+                    derived_damaged.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                );
+                (None, None)
+            }
             Some(d) if manifest.derived_current() => {
                 let (n, dim) = (rows.records.len(), manifest.model.dim);
-                let ann = d
-                    .hnsw
-                    .as_ref()
-                    .map(|h| Ann::load(&dir.join(h), n, dim))
-                    .transpose()?;
-                (ann, Some(TextIndex::open(&dir.join(&d.text))?))
+                let ann = d.hnsw.as_ref().and_then(|h| {
+                    Ann::load(&dir.join(h), n, dim)
+                        .inspect_err(|e| {
+                            tracing::warn!(
+                                index = %dir.display(),
+                                "the graph does not load ({e}): exact scans instead; `nadir index repair` rebuilds it"
+                            )
+                        })
+                        .ok()
+                });
+                let text = TextIndex::open(&dir.join(&d.text))
+                    .inspect_err(|e| {
+                        tracing::warn!(
+                            index = %dir.display(),
+                            "the text index does not open ({e}): keyword filters refused; `nadir index repair` rebuilds it"
+                        )
+                    })
+                    .ok();
+                (ann, text)
             }
             _ => {
                 tracing::warn!(

@@ -20,11 +20,13 @@ use geo::{BoundingRect, Polygon};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::manifest::FileSum;
 use crate::raster::Window;
 use crate::wkb;
 
@@ -263,12 +265,14 @@ pub fn to_batch(rows: &[PatchRecord], embeddings: &[f32], dim: usize) -> Result<
     RecordBatch::try_new(schema(dim), columns).map_err(|e| Error::Invalid(format!("patch table: {e}")))
 }
 
-/// Writes a part file atomically.
-pub fn write_part(path: &Path, rows: &[PatchRecord], embeddings: &[f32], dim: usize) -> Result<()> {
-    // The `geo` key goes in the arrow schema's metadata: the writer copies it into the parquet
-    // key-value metadata, and readers that take the schema from `ARROW:schema` (pyarrow,
-    // GeoPandas) see it too.
-    let geo = std::collections::HashMap::from([("geo".to_string(), geo_metadata(rows))]);
+/// Writes a part file atomically and returns its sum.
+///
+/// The GeoParquet `geo` key goes in the parquet footer's key-value metadata, where the spec puts
+/// it and where footer readers (DuckDB, GDAL) look, and in the arrow schema's metadata too, so
+/// readers that take the schema from `ARROW:schema` (pyarrow, GeoPandas) see the same.
+pub fn write_part(path: &Path, rows: &[PatchRecord], embeddings: &[f32], dim: usize) -> Result<FileSum> {
+    let geo_json = geo_metadata(rows);
+    let geo = std::collections::HashMap::from([("geo".to_string(), geo_json.clone())]);
     let batch = to_batch(rows, embeddings, dim)?;
     let batch = batch
         .clone()
@@ -276,6 +280,7 @@ pub fn write_part(path: &Path, rows: &[PatchRecord], embeddings: &[f32], dim: us
         .map_err(|e| Error::table(path, e))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(vec![KeyValue::new("geo".to_string(), geo_json)]))
         .build();
     fsutil::write_atomic_with(path, |w| {
         let mut writer =
@@ -283,7 +288,8 @@ pub fn write_part(path: &Path, rows: &[PatchRecord], embeddings: &[f32], dim: us
         writer.write(&batch).map_err(std::io::Error::other)?;
         writer.finish().map_err(std::io::Error::other)?;
         Ok(())
-    })
+    })?;
+    FileSum::of(path)
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a ArrayRef> {

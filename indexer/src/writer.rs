@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::fsutil::{self, WriterLock};
-use crate::manifest::{Derived, Manifest, ModelInfo, PartEntry, SceneEntry};
+use crate::manifest::{Derived, FileSum, Manifest, ModelInfo, PartEntry, SceneEntry, FORMAT_VERSION};
 use crate::raster::RasterOptions;
 use crate::reader::Rows;
 use crate::table::{self, PatchRecord};
@@ -86,18 +86,105 @@ impl IndexWriter {
         } else {
             Manifest::new(model, tiling, raster)
         };
+        Self::with_lock(dir, manifest, lock, true)
+    }
+
+    /// Opens an existing index for writing with its own model and settings (maintenance: upgrade,
+    /// repair).
+    pub fn open_existing(dir: &Path) -> Result<Self> {
+        let lock = WriterLock::acquire(dir)?;
+        if !Manifest::exists(dir) {
+            return Err(Error::format(dir, "no index here (no manifest.json)"));
+        }
+        let manifest = Manifest::load(dir)?;
+        Self::with_lock(dir, manifest, lock, true)
+    }
+
+    /// Like [`IndexWriter::open_existing`], without refusing damage or upgrading: repair does
+    /// both after dropping what is damaged.
+    pub(crate) fn open_for_repair(dir: &Path) -> Result<Self> {
+        let lock = WriterLock::acquire(dir)?;
+        if !Manifest::exists(dir) {
+            return Err(Error::format(dir, "no index here (no manifest.json)"));
+        }
+        let manifest = Manifest::load(dir)?;
+        Self::with_lock(dir, manifest, lock, false)
+    }
+
+    /// Upgrades what repair left (when of an older format) and rebuilds the derived structures.
+    pub(crate) fn finish_repair(mut self) -> Result<Manifest> {
+        if self.manifest.needs_upgrade() {
+            self.upgrade()?;
+        }
+        self.finish()
+    }
+
+    fn with_lock(dir: &Path, manifest: Manifest, lock: WriterLock, verify: bool) -> Result<Self> {
         let removed = fsutil::collect_garbage(dir, &manifest.live_paths())?;
         if removed > 0 {
             tracing::info!(removed, "removed files of an interrupted run");
         }
-        Ok(IndexWriter {
+        let mut writer = IndexWriter {
             dir: dir.to_path_buf(),
             manifest,
             pending: Pending::default(),
             oldest_pending: None,
             commit_rows: COMMIT_ROWS,
             _lock: lock,
-        })
+        };
+        if !verify {
+            return Ok(writer);
+        }
+        let damaged = crate::check::quick(dir, &writer.manifest).damaged;
+        if !damaged.is_empty() {
+            return Err(Error::format(
+                dir,
+                format!(
+                    "damaged: {}; `nadir index check` says more, `nadir index repair` rebuilds or drops what is damaged",
+                    damaged.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                ),
+            ));
+        }
+        if writer.manifest.needs_upgrade() {
+            writer.upgrade()?;
+        }
+        Ok(writer)
+    }
+
+    /// Brings an index of an older format to the current one: every part is rewritten in place
+    /// with the same rows (footer `geo` metadata) and both its files summed; the derived
+    /// structures are summed, or dropped for a rebuild when their format changed (version 1).
+    /// Rewriting a part under its own name is safe: the new file has the same rows, and a reader
+    /// that opened the old one keeps reading it.
+    fn upgrade(&mut self) -> Result<()> {
+        let from = self.manifest.version;
+        let mut next = self.manifest.clone();
+        let dim = next.model.dim;
+        for part in &mut next.parts {
+            let path = self.dir.join(part.table_file());
+            let (rows, vectors) = table::read_part(&path, dim)?;
+            if rows.len() != part.rows {
+                return Err(Error::format(
+                    &path,
+                    format!("holds {} rows, the manifest says {}", rows.len(), part.rows),
+                ));
+            }
+            part.table = Some(table::write_part(&path, &rows, &vectors, dim)?);
+            part.thumbs = Some(FileSum::of(&self.dir.join(part.thumbs_file()))?);
+        }
+        if let Some(d) = &mut next.derived {
+            d.files = derived_sums(&self.dir, d)?;
+        }
+        next.version = FORMAT_VERSION;
+        next.save(&self.dir)?;
+        tracing::info!(
+            from,
+            to = FORMAT_VERSION,
+            parts = next.parts.len(),
+            "upgraded the index format"
+        );
+        self.manifest = next;
+        Ok(())
     }
 
     /// Commits whenever this many rows are buffered (smaller: less work lost to a crash, more
@@ -193,17 +280,21 @@ impl IndexWriter {
         vectors: &[f32],
         pack: &PackBuilder,
     ) -> Result<PartEntry> {
-        let part = PartEntry {
+        let mut part = PartEntry {
             id: id.to_string(),
             rows: rows.len(),
+            table: None,
+            thumbs: None,
         };
-        pack.write(&self.dir.join(part.thumbs_file()))?;
-        table::write_part(
+        let thumbs = self.dir.join(part.thumbs_file());
+        pack.write(&thumbs)?;
+        part.thumbs = Some(FileSum::of(&thumbs)?);
+        part.table = Some(table::write_part(
             &self.dir.join(part.table_file()),
             rows,
             vectors,
             self.manifest.model.dim,
-        )?;
+        )?);
         Ok(part)
     }
 
@@ -303,15 +394,51 @@ impl IndexWriter {
         };
         text::build(&tmp, &rows.records, &names)?;
         fsutil::publish_dir(&tmp, &self.dir.join(&text_name))?;
-        self.manifest.derived = Some(Derived {
+        let mut derived = Derived {
             generation,
             rows: rows.records.len(),
             hnsw,
             text: text_name,
-        });
+            files: Default::default(),
+        };
+        derived.files = derived_sums(&self.dir, &derived)?;
+        self.manifest.derived = Some(derived);
         self.manifest.save(&self.dir)?;
         fsutil::collect_garbage(&self.dir, &self.manifest.live_paths())?;
         Ok(())
+    }
+
+    /// Commits new scene entries (same ids, other paths) without touching rows.
+    pub(crate) fn replace_scenes(&mut self, scenes: Vec<SceneEntry>) -> Result<()> {
+        let mut next = self.manifest.clone();
+        next.scenes = scenes;
+        next.save(&self.dir)?;
+        self.manifest = next;
+        Ok(())
+    }
+
+    /// Drops parts (and the scenes whose rows they hold) and the derived structures when asked,
+    /// as one commit; `rebuild_derived` then rebuilds what is missing. Used by repair.
+    pub(crate) fn drop_damaged(&mut self, parts: &HashSet<String>, derived: bool) -> Result<Vec<SceneEntry>> {
+        let mut next = self.manifest.clone();
+        let dropped: Vec<SceneEntry> = next
+            .scenes
+            .iter()
+            .filter(|s| parts.contains(&s.part))
+            .cloned()
+            .collect();
+        next.scenes.retain(|s| !parts.contains(&s.part));
+        next.parts.retain(|p| !parts.contains(&p.id));
+        if !parts.is_empty() {
+            next.generation += 1;
+        }
+        if derived || !parts.is_empty() {
+            next.derived = None;
+        }
+        next.save(&self.dir)?;
+        self.manifest = next;
+        fsutil::collect_garbage(&self.dir, &self.manifest.live_paths())?;
+        Ok(dropped)
     }
 
     /// Commits what is buffered and brings the derived structures up to date.
@@ -319,4 +446,32 @@ impl IndexWriter {
         self.rebuild_derived()?;
         Ok(self.manifest)
     }
+}
+
+/// Sums every file of the derived folders, keyed by their `/`-separated path in the index.
+pub(crate) fn derived_sums(dir: &Path, d: &Derived) -> Result<std::collections::BTreeMap<String, FileSum>> {
+    let mut out = std::collections::BTreeMap::new();
+    for folder in d.hnsw.iter().chain(std::iter::once(&d.text)) {
+        let mut stack = vec![PathBuf::from(folder)];
+        while let Some(rel) = stack.pop() {
+            let abs = dir.join(&rel);
+            for entry in std::fs::read_dir(&abs).map_err(|e| Error::io(&abs, e))? {
+                let entry = entry.map_err(|e| Error::io(&abs, e))?;
+                let child = rel.join(entry.file_name());
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.file_type().map_err(|e| Error::io(&abs, e))?.is_dir() {
+                    stack.push(child);
+                } else if !(name.starts_with(".tantivy-") && name.ends_with(".lock")) {
+                    // (tantivy's empty lock files are not content)
+                    let key = child
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    out.insert(key, FileSum::of(&dir.join(&child))?);
+                }
+            }
+        }
+    }
+    Ok(out)
 }

@@ -6,5 +6,7 @@ mod common;
 mod format;
 #[path = "indexer/import.rs"]
 mod import;
+#[path = "indexer/integrity.rs"]
+mod integrity;
 #[path = "indexer/pipeline.rs"]
 mod pipeline;

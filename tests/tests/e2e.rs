@@ -8,6 +8,8 @@ mod cli;
 mod common;
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/integrity.rs"]
+mod integrity;
 #[path = "e2e/labels.rs"]
 mod labels;
 #[path = "e2e/segment.rs"]

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use nadir_indexer::check::{self, Depth};
 use nadir_indexer::manifest::FORMAT_VERSION;
 use nadir_indexer::{Index, IndexWriter, Manifest};
 
@@ -67,6 +68,57 @@ fn a_version_1_index_opens_without_its_graph_and_upgrades() {
     );
 }
 
+/// The key-value metadata of a parquet file's footer, as footer readers (DuckDB, GDAL) see it.
+pub fn footer_keys(path: &Path) -> Vec<String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let meta = reader.metadata().file_metadata();
+    meta.key_value_metadata()
+        .map(|kv| kv.iter().map(|k| k.key.clone()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_version_2_index_opens_as_it_is_and_upgrades_its_footers() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&frozen_v(2), dir.path());
+    let part = |m: &Manifest| dir.path().join(m.parts[0].table_file());
+    let m = Manifest::load(dir.path()).unwrap();
+    assert_eq!(m.version, 2, "loaded as it is on disk");
+    assert!(m.needs_upgrade());
+    assert_eq!(
+        footer_keys(&part(&m)),
+        vec!["ARROW:schema"],
+        "version 2 parts have `geo` only inside the arrow schema (the defect version 3 fixes)"
+    );
+    let index = Index::open(dir.path()).unwrap();
+    assert_rows(&index, &expected(2));
+    assert!(
+        index.ann().is_some() && index.text().is_some(),
+        "a v2 graph is current"
+    );
+    drop(index);
+    let raw = std::fs::read_to_string(dir.path().join("manifest.json")).unwrap();
+    assert!(
+        raw.contains("\"version\": 2"),
+        "opening for reading writes nothing"
+    );
+
+    let m = IndexWriter::open_existing(dir.path()).unwrap().finish().unwrap();
+    assert_eq!(m.version, FORMAT_VERSION);
+    assert!(footer_keys(&part(&m)).contains(&"geo".to_string()));
+    assert!(m.parts.iter().all(|p| p.table.is_some() && p.thumbs.is_some()));
+    assert!(
+        !m.derived.as_ref().unwrap().files.is_empty(),
+        "graph and text index summed"
+    );
+    let r = check::check(dir.path(), &m, Depth::Full, &mut |_, _| {});
+    assert!(r.ok() && r.unsummed == 0, "{:?}", r.damaged);
+    let index = Index::open(dir.path()).unwrap();
+    assert_rows(&index, &expected(2));
+    assert!(index.ann().is_some(), "the v2 graph is kept, not rebuilt");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -98,6 +150,14 @@ fn the_frozen_index_opens_unchanged() {
         index.ann().is_some() && index.text().is_some(),
         "derived structures load"
     );
+    for p in &m.parts {
+        assert!(
+            footer_keys(&frozen().join(p.table_file())).contains(&"geo".to_string()),
+            "GeoParquet metadata in the parquet footer"
+        );
+    }
+    let r = check::check(&frozen(), &m, Depth::Full, &mut |_, _| {});
+    assert!(r.ok() && r.unsummed == 0 && r.files > 4, "{:?}", r.damaged);
     let thumb = index.thumbnail(0).unwrap();
     assert_eq!(&thumb[..2], &[0xFF, 0xD8], "a JPEG");
     let label = &index.records()[0].labels[0];
