@@ -4,7 +4,9 @@
 # (target/check-index, from data/scenes; rebuilt here when absent), then validates the STAC catalog
 # and every item it links with stac-validator (pinned), offline: the STAC 1.1.0 and GeoJSON schemas
 # are the copies pystac bundles, the label extension v1.0.1 schema is vendored in
-# scripts/stac-schemas/ (from github.com/stac-extensions/label, tag v1.0.1). A second export
+# scripts/stac-schemas/ (from github.com/stac-extensions/label, tag v1.0.1), as is the projection
+# extension v2.0.0 schema (github.com/stac-extensions/projection, tag v2.0.0). pystac then reads
+# the catalog, the collection and every item and writes them back unchanged. A second export
 # without masks checks vector (classification) label items, and a broken item must be refused.
 # Patches are given explicitly so that the index's label store is left untouched.
 # Masks come from the SpaceNet building footprints in ../shared/data when present, else from a
@@ -69,6 +71,7 @@ for f in (root / "stac-spec" / "v1.1.0").glob("*.json"):
 for f in (root / "geojson").glob("*.json"):
     m[f"https://geojson.org/schema/{f.name}"] = str(f)
 m["https://stac-extensions.github.io/label/v1.0.1/schema.json"] = sys.argv[1]
+m["https://stac-extensions.github.io/projection/v2.0.0/schema.json"] = sys.argv[1].replace("label-v1.0.1", "projection-v2.0.0")
 print(json.dumps({"schemas": m}, indent=1))
 PY
 validate() { # catalog, expected item count, report file
@@ -85,6 +88,30 @@ print(f"STAC: {sys.argv[1]}: the catalog and its {len(items)} items are valid")
 PY
 }
 validate "$out/catalog.json" "${#patches[@]}" "$out.validation.json"
+# pystac round trip: what it reads, it writes back the same (no field lost or reinterpreted).
+"$venv/bin/python" - "$out" "${#patches[@]}" <<'PY'
+import json, pathlib, sys
+import pystac
+out, n = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+cat = pystac.Catalog.from_file(str(out / "catalog.json"))
+cols = list(cat.get_children())
+assert len(cols) == 1 and isinstance(cols[0], pystac.Collection), cols
+col = cols[0]
+assert col.extent.spatial.bboxes and col.license == "other"
+items = list(col.get_items())
+assert len(items) == n, (len(items), n)
+def strip(d):
+    d = dict(d)
+    d["links"] = sorted((l["rel"], l["href"].split("/")[-1]) for l in d.get("links", []) if l["rel"] != "self")
+    return d
+for item in items:
+    raw = json.loads((out / "items" / f"{item.id}.json").read_text())
+    back = item.to_dict(include_self_link=False, transform_hrefs=False)
+    assert strip(back) == strip(raw), f"{item.id}: pystac changed the item"
+    assert item.properties["proj:code"].startswith("EPSG:") and "proj:transform" in item.properties
+    assert "labels" in item.assets and any(l.rel == "source" for l in item.links)
+print(f"STAC: pystac {pystac.__version__} reads the collection and its {n} items and writes them back unchanged")
+PY
 
 "$nadir" export --index "$index" --out "$out-vector" "${args[@]:0:6}" >/dev/null
 validate "$out-vector/catalog.json" 3 "$out-vector.validation.json"
@@ -101,3 +128,35 @@ if "$venv/bin/stac-validator" validate "$out-vector/items/$item.broken.json" -sc
   exit 1
 fi
 echo "STAC: a broken item is refused"
+# And the projection extension is validated, not skipped: a malformed proj:shape is refused.
+"$venv/bin/python" -c "
+import json, sys
+p = sys.argv[1]; d = json.load(open(p)); d['properties']['proj:shape'] = 'bad'; json.dump(d, open(p + '.badproj.json', 'w'))
+" "$out-vector/items/$item"
+if "$venv/bin/stac-validator" validate "$out-vector/items/$item.badproj.json" -sc "$out.schemas.json" 2>/dev/null \
+    | grep -q '"valid_stac": true'; then
+  echo "stac-validator accepted a malformed proj:shape: the projection schema is not applied" >&2
+  exit 1
+fi
+echo "STAC: a malformed projection field is refused"
+
+# Maps are Cloud Optimized GeoTIFFs: a quick model from the masked export (random encoder, a few
+# steps: the pixels do not matter here, the file layout does), a map of the SpaceNet scene, and
+# rio-cogeo's validator (pinned; its rasterio wheel brings its own GDAL) on what is on disk.
+if [ ! -x "$venv/bin/rio" ] || ! "$venv/bin/rio" cogeo --version >/dev/null 2>&1; then
+  "$venv/bin/pip" install --quiet rio-cogeo==7.0.4
+fi
+rm -rf "$out.model" "$out.map.tif"
+"$nadir" finetune --encoder random --train "$out" --out "$out.model" --chip 128 --epochs 1 --max-steps 3 \
+  --decoder-channels 16 >/dev/null
+"$nadir" predict --model "$out.model" --out "$out.map.tif" data/scenes/spacenet-atlanta-pan.tif >/dev/null
+"$venv/bin/rio" cogeo validate --strict "$out.map.tif"
+"$venv/bin/python" - "$out.map.tif" <<'PY'
+import sys
+import rasterio
+with rasterio.open(sys.argv[1]) as ds:
+    assert ds.overviews(1), "internal overviews"
+    assert ds.colormap(1), "the class colour table"
+    assert ds.nodata == 255
+    print(f"COG: {sys.argv[1]}: {ds.width}x{ds.height}, {ds.block_shapes[0]} tiles, overviews {ds.overviews(1)}, colour table, nodata 255")
+PY

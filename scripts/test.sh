@@ -16,6 +16,13 @@ echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== dependencies: none declared unused, one copy of the tokenizer library"
+python3 scripts/check_unused_deps.py
+if cargo tree --locked --workspace -d --depth 0 -e normal | grep -q '^tokenizers '; then
+  cargo tree --locked --workspace -i tokenizers -e normal >&2 || true
+  echo "tokenizers is compiled twice: pin the version candle-transformers uses" >&2
+  exit 1
+fi
 echo "== build"
 cargo build --workspace --bins --locked
 echo "== tests"

@@ -11,8 +11,16 @@
 //!                                     class empty for an unlabelled chosen patch)
 //! out/classes.json                    the mask values' classes (0 background, 1 the mask class),
 //!                                     as `nadir finetune` reads them; only when masks are written
-//! out/catalog.json                    STAC 1.1.0 Catalog, an `item` link per chip
-//! out/items/{patch_id}.json           STAC Item with the label extension (v1.0.1)
+//! out/labels/{patch_id}.geojson       the patch's labels as GeoJSON features (footprint, class,
+//!                                     positive); for exports without masks
+//! out/catalog.json                    STAC 1.1.0 Catalog, a `child` link to the collection
+//! out/collection.json                 STAC 1.1.0 Collection (extent, licence), an `item` link per
+//!                                     chip
+//! out/items/{patch_id}.json           STAC Item with the label (v1.0.1) and projection (v2.0.0)
+//!                                     extensions: `proj:code` (or `proj:wkt2`), `proj:bbox`,
+//!                                     `proj:shape`, `proj:transform` of the chip, `gsd`, the
+//!                                     image's `bands` (data types), a `labels` asset (the mask or
+//!                                     the labels GeoJSON) and a `source` link to the scene file
 //! ```
 //!
 //! Plain images (no georeference) get a chip without geotransform or CRS, no mask (polygons
@@ -51,6 +59,8 @@ use crate::error::{Error, Result};
 
 /// The label extension the items declare.
 pub const LABEL_EXTENSION: &str = "https://stac-extensions.github.io/label/v1.0.1/schema.json";
+/// The projection extension the items declare.
+pub const PROJECTION_EXTENSION: &str = "https://stac-extensions.github.io/projection/v2.0.0/schema.json";
 /// The three splits, in order.
 pub const SPLITS: [&str; 3] = ["train", "val", "test"];
 
@@ -257,6 +267,21 @@ pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
         })
         .collect();
     let groups = assign_splits(&mut chips, split, req.seed);
+    // Chips are cut from the scene files: say which are gone before writing anything.
+    let mut missing: Vec<&str> = chips
+        .iter()
+        .filter_map(|c| index.scene_of(c.row))
+        .filter(|s| !s.path.exists())
+        .map(|s| s.id.as_str())
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        return Err(Error::Conflict(format!(
+            "the scene files of {} are not where the index says (moved or deleted); if they moved, `nadir index relocate --from OLD_FOLDER --to NEW_FOLDER` points the index at them",
+            missing.join(", ")
+        )));
+    }
 
     for dir in ["images", "masks"] {
         if dir == "masks" && masks.is_none() {
@@ -283,6 +308,10 @@ pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
     };
     let mut csv = String::from("patch_id,split,class,positive,scene\n");
     let mut item_links = Vec::new();
+    let mut extent = Extent::default();
+    if masks.is_none() {
+        std::fs::create_dir_all(out.join("labels")).map_err(|e| export_err(out, e))?;
+    }
     for chip in &chips {
         let rec = index.record(chip.row);
         let scene = index.scene_of(chip.row).ok_or_else(|| {
@@ -299,6 +328,12 @@ pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
         let split_name = SPLITS[chip.split];
         let image_rel = format!("images/{split_name}/{}.tif", chip.id);
         let georef = write_chip(src_path, ds, rec.window, &out.join(&image_rel))?;
+        let band_types: Vec<&'static str> = (1..=ds.raster_count())
+            .map(|b| {
+                ds.rasterband(b)
+                    .map_or("other", |band| stac_data_type(band.band_type()))
+            })
+            .collect();
         report.chips += 1;
         report.splits[chip.split] += 1;
 
@@ -329,16 +364,31 @@ pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
                 csv_field(&rec.scene)
             );
         }
+        let labels_rel = match &mask_rel {
+            Some(m) => m.clone(),
+            None => {
+                let rel = format!("labels/{}.geojson", chip.id);
+                write_json(&out.join(&rel), &labels_geojson(rec, &chip.labels))?;
+                rel
+            }
+        };
         let item = stac_item(
             engine,
             chip,
-            &image_rel,
-            mask_rel.as_deref(),
+            &ItemFiles {
+                image: &image_rel,
+                labels: &labels_rel,
+                mask: mask_rel.is_some(),
+                georef: georef.as_ref(),
+                bands: &band_types,
+                scene,
+            },
             &req.mask_class,
             now_ms,
         );
         let item_rel = format!("items/{}.json", chip.id);
         write_json(&out.join(&item_rel), &item)?;
+        extent.add(&item);
         item_links
             .push(json!({"rel": "item", "href": format!("./{item_rel}"), "type": "application/geo+json"}));
     }
@@ -348,17 +398,46 @@ pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
         let classes = json!({"classes": [{"name": "background"}, {"name": req.mask_class}]});
         write_json(&out.join("classes.json"), &classes)?;
     }
-    let mut links = vec![json!({"rel": "root", "href": "./catalog.json", "type": "application/json"})];
+    let name = index
+        .dir()
+        .file_name()
+        .map_or_else(|| "(unnamed)".into(), |n| n.to_string_lossy());
+    let description = format!(
+        "Training chips exported by Nadir from the index {name}: {} chips ({} train, {} val, {} test), spatial split by {} groups.",
+        report.chips, report.splits[0], report.splits[1], report.splits[2], report.groups
+    );
+    let mut links = vec![
+        json!({"rel": "root", "href": "./catalog.json", "type": "application/json"}),
+        json!({"rel": "parent", "href": "./catalog.json", "type": "application/json"}),
+    ];
     links.extend(item_links);
+    let collection = json!({
+        "type": "Collection",
+        "stac_version": "1.1.0",
+        "stac_extensions": [LABEL_EXTENSION],
+        "id": "nadir-export",
+        "title": format!("Nadir training set ({name})"),
+        "description": description,
+        // The imagery's own licence is not known to Nadir: "other", see the scenes' sources.
+        "license": "other",
+        "extent": extent.to_json(),
+        "summaries": {
+            "label:type": [if report.masks > 0 { "raster" } else { "vector" }],
+            "label:tasks": [if report.masks > 0 { "segmentation" } else { "classification" }],
+            "nadir:split": SPLITS,
+        },
+        "links": links,
+    });
+    write_json(&out.join("collection.json"), &collection)?;
     let catalog = json!({
         "type": "Catalog",
         "stac_version": "1.1.0",
-        "id": "nadir-export",
-        "description": format!(
-            "Training chips exported by Nadir from the index {}: {} chips ({} train, {} val, {} test), spatial split by {} groups.",
-            index.dir().file_name().map_or_else(|| "(unnamed)".into(), |n| n.to_string_lossy()), report.chips, report.splits[0], report.splits[1], report.splits[2], report.groups
-        ),
-        "links": links,
+        "id": "nadir-export-catalog",
+        "description": description,
+        "links": [
+            {"rel": "root", "href": "./catalog.json", "type": "application/json"},
+            {"rel": "child", "href": "./collection.json", "type": "application/json"},
+        ],
     });
     write_json(&out.join("catalog.json"), &catalog)?;
     Ok(report)
@@ -744,14 +823,109 @@ fn rfc3339(ms: i64) -> String {
     )
 }
 
-fn stac_item(
-    engine: &Engine,
-    chip: &Chip,
-    image: &str,
-    mask: Option<&str>,
-    mask_class: &str,
-    now_ms: i64,
-) -> Value {
+/// What an item describes besides the patch: its files, the chip's grid and the scene.
+struct ItemFiles<'a> {
+    image: &'a str,
+    /// The `labels` asset: the mask, or the labels GeoJSON.
+    labels: &'a str,
+    mask: bool,
+    /// The chip's geotransform and CRS (WKT), when georeferenced.
+    georef: Option<&'a ([f64; 6], String)>,
+    /// STAC data types of the image's bands.
+    bands: &'a [&'static str],
+    scene: &'a nadir_indexer::manifest::SceneEntry,
+}
+
+/// The STAC 1.1 `data_type` of a GDAL band type.
+fn stac_data_type(t: GdalDataType) -> &'static str {
+    match t {
+        GdalDataType::UInt8 => "uint8",
+        GdalDataType::UInt16 => "uint16",
+        GdalDataType::Int16 => "int16",
+        GdalDataType::UInt32 => "uint32",
+        GdalDataType::Int32 => "int32",
+        GdalDataType::UInt64 => "uint64",
+        GdalDataType::Int64 => "int64",
+        GdalDataType::Float32 => "float32",
+        GdalDataType::Float64 => "float64",
+        _ => "other",
+    }
+}
+
+/// The labels of one patch as GeoJSON: a feature per label (class, positive) on its footprint
+/// (null geometry for a plain image).
+fn labels_geojson(rec: &nadir_indexer::PatchRecord, labels: &[(String, bool)]) -> Value {
+    let geometry = rec.footprint.as_ref().map_or(Value::Null, |fp| {
+        let ring: Vec<[f64; 2]> = fp.exterior().coords().map(|c| [c.x, c.y]).collect();
+        json!({"type": "Polygon", "coordinates": [ring]})
+    });
+    let features: Vec<Value> = labels
+        .iter()
+        .map(|(class, positive)| {
+            json!({"type": "Feature", "geometry": geometry,
+                   "properties": {"patch_id": rec.id.to_string(), "class": class, "positive": positive}})
+        })
+        .collect();
+    json!({"type": "FeatureCollection", "features": features})
+}
+
+/// The collection's extent, grown item by item.
+#[derive(Default)]
+struct Extent {
+    bbox: Option<[f64; 4]>,
+    times: Option<(String, String)>,
+}
+
+impl Extent {
+    fn add(&mut self, item: &Value) {
+        if let Some(b) = item["bbox"].as_array().filter(|b| b.len() == 4) {
+            let b: Vec<f64> = b.iter().filter_map(Value::as_f64).collect();
+            if b.len() == 4 {
+                let cur = self.bbox.get_or_insert([b[0], b[1], b[2], b[3]]);
+                *cur = [
+                    cur[0].min(b[0]),
+                    cur[1].min(b[1]),
+                    cur[2].max(b[2]),
+                    cur[3].max(b[3]),
+                ];
+            }
+        }
+        if let Some(t) = item["properties"]["datetime"].as_str() {
+            // RFC 3339 in UTC with a fixed layout: strings order as times do.
+            let cur = self.times.get_or_insert((t.to_string(), t.to_string()));
+            if t < cur.0.as_str() {
+                cur.0 = t.to_string();
+            }
+            if t > cur.1.as_str() {
+                cur.1 = t.to_string();
+            }
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let bbox = self.bbox.unwrap_or([-180.0, -90.0, 180.0, 90.0]);
+        let interval = match &self.times {
+            Some((a, b)) => json!([a, b]),
+            None => json!([null, null]),
+        };
+        json!({"spatial": {"bbox": [bbox]}, "temporal": {"interval": [interval]}})
+    }
+}
+
+/// A `file://` URI of an absolute path (percent-encoding what a URI cannot hold).
+fn file_uri(path: &Path) -> String {
+    let mut out = String::from("file://");
+    for b in path.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+fn stac_item(engine: &Engine, chip: &Chip, files: &ItemFiles<'_>, mask_class: &str, now_ms: i64) -> Value {
     let rec = engine.index().record(chip.row);
     let (geometry, bbox) = match &rec.footprint {
         Some(fp) => {
@@ -779,7 +953,31 @@ fn stac_item(
         "nadir:window": [rec.window.x, rec.window.y, rec.window.width, rec.window.height],
         "nadir:labels": chip.labels.iter().map(|(c, p)| json!({"class": c, "positive": p})).collect::<Vec<_>>(),
     });
-    let label = if mask.is_some() {
+    if let Some(gsd) = files.scene.pixel_size_m {
+        props["gsd"] = json!(gsd);
+    }
+    // The chip's own grid (projection extension): CRS, bounds in it, shape, affine transform.
+    let (w, h) = (f64::from(rec.window.width), f64::from(rec.window.height));
+    if let Some((gt, wkt)) = files.georef {
+        match files.scene.epsg {
+            Some(epsg) => props["proj:code"] = json!(format!("EPSG:{epsg}")),
+            None => {
+                props["proj:code"] = Value::Null;
+                props["proj:wkt2"] = json!(wkt);
+            }
+        }
+        let xs = [gt[0], gt[0] + w * gt[1] + h * gt[2]];
+        let ys = [gt[3], gt[3] + w * gt[4] + h * gt[5]];
+        props["proj:bbox"] = json!([
+            xs[0].min(xs[1]),
+            ys[0].min(ys[1]),
+            xs[0].max(xs[1]),
+            ys[0].max(ys[1])
+        ]);
+        props["proj:transform"] = json!([gt[1], gt[2], gt[0], gt[4], gt[5], gt[3]]);
+    }
+    props["proj:shape"] = json!([rec.window.height, rec.window.width]);
+    let label = if files.mask {
         json!({
             "label:description": format!("Mask of {mask_class}: 1 inside, 0 outside (pixel centres)."),
             "label:type": "raster",
@@ -803,24 +1001,38 @@ fn stac_item(
     if let (Some(p), Some(l)) = (props.as_object_mut(), label.as_object()) {
         p.extend(l.clone());
     }
+    let bands: Vec<Value> = files
+        .bands
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"name": format!("b{}", i + 1), "data_type": t}))
+        .collect();
     let mut assets = json!({
-        "image": {"href": format!("../{image}"), "type": "image/tiff; application=geotiff", "roles": ["data"],
-                  "title": "Source pixels, full resolution"},
+        "image": {"href": format!("../{}", files.image), "type": "image/tiff; application=geotiff", "roles": ["data"],
+                  "title": "Source pixels, full resolution", "bands": bands},
     });
-    if let Some(m) = mask {
-        assets["mask"] = json!({"href": format!("../{m}"), "type": "image/tiff; application=geotiff",
-                                "roles": ["labels", "labels-raster"], "title": format!("{mask_class} mask")});
-    }
+    assets["labels"] = if files.mask {
+        json!({"href": format!("../{}", files.labels), "type": "image/tiff; application=geotiff",
+               "roles": ["labels", "labels-raster"], "title": format!("{mask_class} mask"),
+               "bands": [{"name": "mask", "data_type": "uint8"}]})
+    } else {
+        json!({"href": format!("../{}", files.labels), "type": "application/geo+json",
+               "roles": ["labels", "labels-vector"], "title": "Labels of the patch"})
+    };
     let mut item = json!({
         "type": "Feature",
         "stac_version": "1.1.0",
-        "stac_extensions": [LABEL_EXTENSION],
+        "stac_extensions": [LABEL_EXTENSION, PROJECTION_EXTENSION],
         "id": chip.id,
+        "collection": "nadir-export",
         "geometry": geometry,
         "properties": props,
         "links": [
             {"rel": "root", "href": "../catalog.json", "type": "application/json"},
-            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+            {"rel": "collection", "href": "../collection.json", "type": "application/json"},
+            {"rel": "source", "href": file_uri(&files.scene.path), "type": "image/tiff; application=geotiff",
+             "title": format!("The scene the chip is cut from ({})", rec.scene)},
         ],
         "assets": assets,
     });

@@ -2,9 +2,12 @@
 //! Hann weight, streamed out row by row so that memory holds one window-high strip of
 //! probabilities (classes x window x scene width floats), never the whole scene.
 //!
-//! Outputs: a class GeoTIFF (uint8, 255 = no prediction, the scene's grid and CRS, a colour
-//! table), and optionally the class polygons as GeoJSON ([`crate::geojson`]); polygons need the
-//! label map whole, one byte per pixel.
+//! Outputs: a class map as a Cloud Optimized GeoTIFF (uint8, 255 = no prediction, the scene's
+//! grid and CRS, a colour table; 512 px tiles, DEFLATE, internal overviews by nearest neighbour),
+//! and optionally the class polygons as GeoJSON ([`crate::geojson`]); polygons need the label map
+//! whole, one byte per pixel. Rows stream into a staged tiled GeoTIFF that GDAL's COG driver then
+//! copies into place (a COG's overviews come before the full-resolution tiles, so it cannot be
+//! written row by row).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -108,10 +111,7 @@ pub fn predict_scene(
             return Err(e);
         }
     };
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, out))
-        .map_err(|e| Error::io(out, e))?;
+    publish_cog(&tmp, out)?;
     let polygons = match &opts.geojson {
         Some(path) => Some(crate::geojson::write_polygons(
             path,
@@ -377,10 +377,41 @@ pub fn write_class_map(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, out))
-        .map_err(|e| Error::io(out, e))
+    publish_cog(&tmp, out)
+}
+
+/// Copies the staged tiled GeoTIFF into a Cloud Optimized GeoTIFF at `out`, atomically (a
+/// temporary file synced, then renamed), and removes the staged file. Overviews are resampled by
+/// nearest neighbour: class values are labels, never averaged.
+fn publish_cog(staged: &Path, out: &Path) -> Result<()> {
+    let tmp = {
+        let mut name = out.file_name().unwrap_or_default().to_os_string();
+        name.push(".cog.tmp");
+        out.with_file_name(name)
+    };
+    let res = (|| -> Result<()> {
+        let src = gdal::Dataset::open(staged).map_err(|e| Error::input(staged, e))?;
+        let driver = DriverManager::get_driver_by_name("COG").map_err(|e| Error::input(out, e))?;
+        let options = RasterCreationOptions::from_iter([
+            "COMPRESS=DEFLATE",
+            "BLOCKSIZE=512",
+            "RESAMPLING=NEAREST",
+            "OVERVIEWS=AUTO",
+        ]);
+        let cog = src
+            .create_copy(&driver, &tmp, &options)
+            .map_err(|e| Error::input(out, format!("cannot write the COG: {e}")))?;
+        drop(cog);
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, out))
+            .map_err(|e| Error::io(out, e))
+    })();
+    let _ = std::fs::remove_file(staged);
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
 }
 
 /// A distinct colour for a class without one.

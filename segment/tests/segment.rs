@@ -157,8 +157,13 @@ fn the_map_geotiff_has_the_scene_grid_and_the_streamed_labels() {
     let out = tmp.path().join("map.tif");
     let report = nadir_segment::predict_scene(&m, &path, &out, &PredictOptions::default()).unwrap();
     assert!(report.georeferenced);
-    assert!(!tmp.path().join("map.tif.tmp").exists(), "temp file renamed away");
+    assert!(!tmp.path().join("map.tif.tmp").exists(), "staged file removed");
+    assert!(
+        !tmp.path().join("map.tif.cog.tmp").exists(),
+        "temp file renamed away"
+    );
     let (src, ds) = (Dataset::open(&path).unwrap(), Dataset::open(&out).unwrap());
+    assert_cog(&ds);
     assert_eq!(ds.raster_size(), src.raster_size());
     assert_eq!(ds.geo_transform().unwrap(), src.geo_transform().unwrap());
     let band = ds.rasterband(1).unwrap();
@@ -169,6 +174,58 @@ fn the_map_geotiff_has_the_scene_grid_and_the_streamed_labels() {
     let labels = predict_labels(&m, &open_for(&m, &path).unwrap(), &PredictOptions::default()).unwrap();
     assert_eq!(written.data(), labels.as_slice());
     assert_eq!(report.class_pixels.iter().sum::<u64>(), (w * h) as u64);
+}
+
+/// GDAL's own reading of a file the COG driver wrote: the `LAYOUT=COG` structure item (set only
+/// when the header, tiles and overviews are in COG order), 512 px tiles.
+fn assert_cog(ds: &Dataset) {
+    use gdal::Metadata;
+    assert_eq!(
+        ds.metadata_item("LAYOUT", "IMAGE_STRUCTURE").as_deref(),
+        Some("COG"),
+        "a Cloud Optimized GeoTIFF"
+    );
+    let band = ds.rasterband(1).unwrap();
+    let (bw, bh) = band.block_size();
+    assert!(bw == 512 && bh == 512, "512 px tiles, got {bw}x{bh}");
+}
+
+#[test]
+fn a_large_class_map_is_a_cog_with_nearest_overviews_and_its_colours() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, h) = (1500u32, 1000u32);
+    // Stripes of classes 0 and 2 (and no-prediction): an averaging overview would invent 1.
+    let labels: Vec<u8> = (0..w * h)
+        .map(|i| match (i % w) / 7 % 3 {
+            0 => 0,
+            1 => 2,
+            _ => IGNORE,
+        })
+        .collect();
+    let out = tmp.path().join("big.tif");
+    let cls = classes(&["a", "b", "c"]);
+    nadir_segment::predict::write_class_map(&out, &labels, (w, h), None, &cls).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    assert_cog(&ds);
+    let band = ds.rasterband(1).unwrap();
+    assert!(band.overview_count().unwrap() >= 1, "internal overviews");
+    let ov = band.overview(0).unwrap();
+    let (ow, oh) = ov.size();
+    let values = ov.read_as::<u8>((0, 0), (ow, oh), (ow, oh), None).unwrap();
+    assert!(
+        values.data().iter().all(|v| [0, 2, IGNORE].contains(v)),
+        "nearest, never averaged"
+    );
+    assert_eq!(band.no_data_value(), Some(f64::from(IGNORE)));
+    let table = band.color_table().expect("colour table kept");
+    // GDAL may pad the table to 256 entries; the classes' colours come first.
+    assert!(table.entry_count() >= 3);
+    let first = table.entry_as_rgb(0).unwrap();
+    assert_eq!((first.r, first.g, first.b), (31, 119, 180), "class a's colour");
+    let full = band
+        .read_as::<u8>((0, 0), (w as usize, h as usize), (w as usize, h as usize), None)
+        .unwrap();
+    assert_eq!(full.data(), labels.as_slice());
 }
 
 #[test]

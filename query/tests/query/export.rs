@@ -41,7 +41,11 @@ fn shared(rel: &str) -> Option<PathBuf> {
 
 /// An index of the SpaceNet scene in 128 px tiles (synthetic embeddings).
 fn build(dir: &Path) -> Engine {
-    let path = scene_path();
+    build_from(dir, scene_path())
+}
+
+/// The same index, of the scene file at `path`.
+fn build_from(dir: &Path, path: PathBuf) -> Engine {
     let scene = Scene::open(&path, &RasterOptions::default()).unwrap();
     let georef = scene
         .georef()
@@ -153,13 +157,24 @@ fn chips_masks_split_and_stac() {
     let catalog = json(&out.join("catalog.json"));
     assert_eq!(catalog["type"], "Catalog");
     assert_eq!(catalog["stac_version"], "1.1.0");
-    let item_links = catalog["links"]
+    assert!(catalog["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["rel"] == "child" && l["href"] == "./collection.json"));
+    let collection = json(&out.join("collection.json"));
+    assert_eq!(collection["type"], "Collection");
+    assert_eq!(collection["license"], "other");
+    let item_links = collection["links"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|l| l["rel"] == "item")
         .count();
     assert_eq!(item_links, ids.len());
+    let extent = collection["extent"]["spatial"]["bbox"][0].as_array().unwrap();
+    let src_ds = Dataset::open(scene_path()).unwrap();
+    let epsg = src_ds.spatial_ref().unwrap().auth_code().unwrap();
     for r in index.records() {
         let id = r.id.to_string();
         let item = json(&out.join(format!("items/{id}.json")));
@@ -176,6 +191,44 @@ fn chips_masks_split_and_stac() {
             assert!(p.get(f).is_some(), "{f} missing in {item}");
         }
         assert_eq!(item["bbox"].as_array().unwrap().len(), 4);
+        for (i, v) in item["bbox"].as_array().unwrap().iter().enumerate() {
+            let (v, e) = (v.as_f64().unwrap(), extent[i].as_f64().unwrap());
+            assert!(
+                if i < 2 { e <= v } else { e >= v },
+                "the collection's extent holds every item"
+            );
+        }
+        assert_eq!(item["collection"], "nadir-export");
+        // The projection extension: the chip's grid in the scene's CRS.
+        assert_eq!(p["proj:code"], format!("EPSG:{epsg}"));
+        assert_eq!(p["proj:shape"], serde_json::json!([TILE, TILE]));
+        let t: Vec<f64> = serde_json::from_value(p["proj:transform"].clone()).unwrap();
+        let (x, y) = (f64::from(r.window.x), f64::from(r.window.y));
+        let sgt0 = src_ds.geo_transform().unwrap();
+        assert!(
+            (t[2] - (sgt0[0] + x * sgt0[1])).abs() < 1e-6 && (t[5] - (sgt0[3] + y * sgt0[5])).abs() < 1e-6
+        );
+        assert!((t[0] - sgt0[1]).abs() < 1e-12 && (t[4] - sgt0[5]).abs() < 1e-12);
+        let pb: Vec<f64> = serde_json::from_value(p["proj:bbox"].clone()).unwrap();
+        assert!(
+            (pb[0] - t[2]).abs() < 1e-6 && (pb[3] - t[5]).abs() < 1e-6,
+            "{pb:?}"
+        );
+        assert!(p["gsd"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            item["assets"]["image"]["bands"].as_array().unwrap().len(),
+            src_ds.raster_count()
+        );
+        let source = item["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["rel"] == "source")
+            .unwrap();
+        assert!(source["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("spacenet-atlanta-pan.tif"));
         let split = p["nadir:split"].as_str().unwrap().to_string();
         assert!(SPLITS.contains(&split.as_str()));
         let group = p["nadir:group"].as_str().unwrap().to_string();
@@ -215,7 +268,11 @@ fn chips_masks_split_and_stac() {
 
         if let Some(reference) = &reference {
             assert_eq!(p["label:type"], "raster");
-            assert_eq!(item["assets"]["mask"]["roles"][0], "labels");
+            assert_eq!(item["assets"]["labels"]["roles"][0], "labels");
+            assert_eq!(
+                item["assets"]["labels"]["href"],
+                format!("../masks/{split}/{id}.tif")
+            );
             let mask_ds = Dataset::open(out.join(format!("masks/{split}/{id}.tif"))).unwrap();
             assert_eq!(mask_ds.geo_transform().unwrap(), gt);
             let mask = read_u8(&mask_ds, 1, (0, 0), size);
@@ -254,6 +311,25 @@ fn chips_masks_split_and_stac() {
     let mut bad = ExportRequest::new(tmp.path().join("bad"), Selection::Patches(ids[..1].to_vec()));
     bad.split = [0.5, 0.5, 0.5];
     assert!(export::export(&engine, &bad).is_err());
+}
+
+#[test]
+fn an_export_whose_scene_file_is_gone_says_which_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("spacenet.tif");
+    std::fs::copy(scene_path(), &copy).unwrap();
+    let engine = build_from(&tmp.path().join("index"), copy.clone());
+    std::fs::remove_file(&copy).unwrap();
+    let ids = vec![engine.index().records()[0].id.to_string()];
+    let out = tmp.path().join("out");
+    let e = export::export(&engine, &ExportRequest::new(out.clone(), Selection::Patches(ids))).unwrap_err();
+    assert!(matches!(e, nadir_query::Error::Conflict(_)), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("spacenet") && msg.contains("nadir index relocate"),
+        "{msg}"
+    );
+    assert!(!out.join("images").exists() && !out.join("catalog.json").exists());
 }
 
 #[test]
@@ -298,7 +374,11 @@ fn labelled_patches_export_with_their_classes() {
     assert_eq!(item["properties"]["label:type"], "vector");
     assert_eq!(item["properties"]["label:tasks"][0], "classification");
     assert_eq!(item["properties"]["label:classes"][0]["classes"][0], "roof");
-    assert!(item["assets"].get("mask").is_none());
+    assert_eq!(item["assets"]["labels"]["type"], "application/geo+json");
+    let fc = json(&out.join(format!("labels/{}.geojson", records[0].id)));
+    assert_eq!(fc["features"][0]["properties"]["class"], "roof");
+    assert_eq!(fc["features"][0]["properties"]["positive"], true);
+    assert_eq!(fc["features"][0]["geometry"]["type"], "Polygon");
 
     let none = ExportRequest::new(
         tmp.path().join("none"),
@@ -587,8 +667,8 @@ fn racing_exports_into_one_folder_do_not_mix() {
             "{statuses:?}"
         );
         let out = dir.join("exports").join(&name);
-        let catalog = json(&out.join("catalog.json"));
-        let items = catalog["links"]
+        let collection = json(&out.join("collection.json"));
+        let items = collection["links"]
             .as_array()
             .unwrap()
             .iter()

@@ -1,2 +1,0 @@
-// bench placeholder
-fn main() {}
