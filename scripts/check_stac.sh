@@ -150,6 +150,12 @@ rm -rf "$out.model" "$out.map.tif"
 "$nadir" finetune --encoder random --train "$out" --out "$out.model" --chip 128 --epochs 1 --max-steps 3 \
   --decoder-channels 16 >/dev/null
 "$nadir" predict --model "$out.model" --out "$out.map.tif" data/scenes/spacenet-atlanta-pan.tif >/dev/null
+# Model cards (the new model folder's and nadir-lite's) as the Hugging Face hub reads them.
+if ! "$venv/bin/python" -c "import huggingface_hub" 2>/dev/null; then
+  "$venv/bin/pip" install --quiet huggingface_hub==2.5.0
+fi
+HF_HUB_OFFLINE=1 "$venv/bin/python" scripts/check_model_cards.py "$out.model/README.md" \
+  clip/assets/nadir-lite/MODEL_CARD.md
 "$venv/bin/rio" cogeo validate --strict "$out.map.tif"
 "$venv/bin/python" - "$out.map.tif" <<'PY'
 import sys

@@ -10,6 +10,7 @@
 //! early stopping) -> [`model`] (the model folder) -> [`predict`] (streaming scene prediction) ->
 //! [`geojson`] (polygons). [`eval`] measures it all on held-out images.
 
+pub mod card;
 pub mod config;
 pub mod dataset;
 pub mod decoder;

@@ -4,6 +4,7 @@
 //! MODEL_DIR/config.json           SegmenterConfig (format version, encoder, classes, chip, stretch)
 //! MODEL_DIR/decoder.safetensors   the decoder's weights (`lateral.N`, `smooth`, `classify`)
 //! MODEL_DIR/report.json           how it was trained: data, class weights, epochs, val scores, time
+//! MODEL_DIR/README.md             the model card (Hugging Face front matter), see [`crate::card`]
 //! ```
 //!
 //! The encoder's weights are not copied: the pretrained one is named by its sha256 (and loaded
@@ -135,6 +136,13 @@ impl Segmenter {
         let cfg = serde_json::to_value(&self.config).map_err(|e| Error::input(dir, e))?;
         write_json("config.json", &cfg)?;
         write_json("report.json", report)?;
+        let name = dir.file_name().map_or_else(
+            || "segmentation model".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let card = tmp.join(crate::card::CARD_FILE);
+        std::fs::write(&card, crate::card::model_card(&name, &self.config, report))
+            .map_err(|e| Error::io(&card, e))?;
         let weights = tmp.join("decoder.safetensors");
         self.varmap
             .save(&weights)

@@ -233,7 +233,19 @@ fn a_model_folder_round_trips_and_refuses_to_overwrite() {
     let tmp = tempfile::tempdir().unwrap();
     let m = model(64);
     let dir = tmp.path().join("m");
-    m.save(&dir, &serde_json::json!({"note": "test"})).unwrap();
+    let doc = serde_json::json!({"training_set": "/data/roofs-set", "report": {
+        "val": {"miou": 0.61234, "accuracy": 0.9}, "train_chips": 12, "val_chips": 3, "best_epoch": 4}});
+    m.save(&dir, &doc).unwrap();
+    // The model card: front matter first (the hub reads it), the metrics, what the folder needs.
+    let card = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    assert!(card.starts_with("---\nlicense: other\n"), "{card}");
+    assert!(card.contains("pipeline_tag: image-segmentation") && card.contains("- \"roofs-set\""));
+    assert!(card.contains("value: 0.6123") && card.contains("type: mean_iou"));
+    assert!(
+        card.contains("seed 3") && card.contains("self-contained"),
+        "random encoder: nothing needed"
+    );
+    assert!(card.contains("| 0 | a |") && card.contains("| 2 | c |"));
     let back = Segmenter::load(&dir).unwrap();
     assert_eq!(back.config(), m.config());
     let img = nadir_clip::image::RgbImage::from_fn(64, 64, |x, y| {
