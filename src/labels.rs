@@ -188,8 +188,8 @@ pub fn run(cmd: LabelsCommand) -> Result<()> {
                 outln!("| {} | {} | {} |", c.class, c.positives, c.negatives);
             }
             outln!();
-            outln!("| id | patch | class | label | source | created (unix ms) |");
-            outln!("|---:|---|---|---|---|---:|");
+            outln!("| id | patch | class | label | source | created |");
+            outln!("|---:|---|---|---|---|---|");
             for l in list {
                 let sign = if l.positive { "positive" } else { "negative" };
                 outln!(
@@ -198,7 +198,7 @@ pub fn run(cmd: LabelsCommand) -> Result<()> {
                     l.patch_id,
                     l.class,
                     l.source,
-                    l.created_ms
+                    l.created
                 );
             }
         }

@@ -34,10 +34,11 @@ pub struct FilterArgs {
     /// Keyword filter on scene names, tags and zero-shot labels (tantivy syntax).
     #[arg(long)]
     keywords: Option<String>,
-    /// Acquired on or after (YYYY-MM-DD).
+    /// Acquired on or after: a date (2020-09-13) or an RFC 3339 date-time with an offset
+    /// (2020-09-13T12:26:40Z, 2020-09-13T14:26:40.5+02:00).
     #[arg(long)]
     from: Option<String>,
-    /// Acquired on or before (YYYY-MM-DD).
+    /// Acquired on or before (the same forms as --from).
     #[arg(long)]
     to: Option<String>,
     /// Number of results.
@@ -144,6 +145,16 @@ pub struct ServeArgs {
     /// rebinding from reaching a server on 127.0.0.1.
     #[arg(long = "allowed-host")]
     allowed_hosts: Vec<String>,
+    /// Open connections at most; at the cap the connection quiet longest without a request in
+    /// flight is closed to make room (kept below the open-file limit).
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds without a byte either way after which a connection is closed.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
 }
 
 fn engine(dir: &IndexDir, model: &Option<String>) -> Result<Engine> {
@@ -234,8 +245,21 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         info.model,
         a.addr
     );
+    let secs = |what: &str, v: f64| -> Result<Duration> {
+        anyhow::ensure!(
+            v.is_finite() && v > 0.0 && v <= 86_400.0,
+            "--{what} takes seconds in (0, 86400], got {v}"
+        );
+        Ok(Duration::from_secs_f64(v))
+    };
+    anyhow::ensure!(a.max_connections > 0, "--max-connections must be at least 1");
     let mut config = ServiceConfig {
-        query_timeout: Duration::from_secs_f64(a.query_timeout),
+        query_timeout: secs("query-timeout", a.query_timeout)?,
+        limits: nadir_query::server::Limits {
+            max_connections: a.max_connections,
+            header_timeout: secs("header-timeout", a.header_timeout)?,
+            idle_timeout: secs("idle-timeout", a.idle_timeout)?,
+        },
         ..Default::default()
     };
     config.allowed_hosts.extend(a.allowed_hosts);

@@ -30,6 +30,7 @@ pub mod table;
 pub mod text;
 pub mod thumbs;
 pub mod tiling;
+pub mod time;
 pub mod wkb;
 pub mod writer;
 

@@ -436,63 +436,7 @@ fn acquisition_time(ds: &Dataset) -> Option<i64> {
     ];
     ITEMS
         .iter()
-        .find_map(|(domain, key)| parse_datetime(&ds.metadata_item(key, domain)?))
-}
-
-/// Parses "YYYY:MM:DD HH:MM:SS" (TIFF/EXIF) and ISO 8601 ("YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|±HH[:MM]]")
-/// into unix milliseconds UTC (no zone: UTC).
-fn parse_datetime(s: &str) -> Option<i64> {
-    fn nums<T: std::str::FromStr>(t: &str, seps: &[char]) -> Option<Vec<T>> {
-        t.split(seps)
-            .filter(|p| !p.is_empty())
-            .map(|p| p.parse().ok())
-            .collect()
-    }
-    let s = s.trim().trim_end_matches(['Z', 'z']);
-    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, ""));
-    let (time, zone, sign) = match time.rfind(['+', '-']) {
-        Some(i) => (
-            &time[..i],
-            &time[i + 1..],
-            if time[i..].starts_with('+') { 1 } else { -1 },
-        ),
-        None => (time, "", 0),
-    };
-    let (ymd, hms, tz) = (
-        nums::<i64>(date, &['-', ':', '/'])?,
-        nums::<f64>(time, &[':'])?,
-        nums::<i64>(zone, &[':'])?,
-    );
-    let &[y, mo, d] = ymd.as_slice() else { return None };
-    let (h, m, sec) = match hms[..] {
-        [] => (0.0, 0.0, 0.0),
-        [h, m] => (h, m, 0.0),
-        [h, m, sec] => (h, m, sec),
-        _ => return None,
-    };
-    let tz_min = match tz[..] {
-        [] => 0,
-        [hhmm] if zone.len() == 4 => hhmm / 100 * 60 + hhmm % 100,
-        [hh] => hh * 60,
-        [hh, mm] => hh * 60 + mm,
-        _ => return None,
-    };
-    let in_range = (1..=12).contains(&mo) && (1..=31).contains(&d) && (0..=14 * 60).contains(&tz_min);
-    if !in_range || !(0.0..24.0).contains(&h) || !(0.0..60.0).contains(&m) || !(0.0..61.0).contains(&sec) {
-        return None;
-    }
-    let ms = ((h * 3600.0 + m * 60.0 + sec) * 1000.0).round() as i64 - sign * tz_min * 60_000;
-    Some(days_from_civil(y, mo, d) * 86_400_000 + ms)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+        .find_map(|(domain, key)| crate::time::parse_recorded(&ds.metadata_item(key, domain)?))
 }
 
 /// The georeference of a scene: geotransform + CRS, with transforms to and from WGS84 lon/lat.
@@ -886,19 +830,25 @@ mod tests {
 
     #[test]
     fn datetimes_parse_to_unix_ms() {
-        assert_eq!(parse_datetime("2019:06:01 12:30:00"), Some(1_559_392_200_000));
         assert_eq!(
-            parse_datetime("2019-06-01T12:30:00.250Z"),
+            crate::time::parse_recorded("2019:06:01 12:30:00"),
+            Some(1_559_392_200_000)
+        );
+        assert_eq!(
+            crate::time::parse_recorded("2019-06-01T12:30:00.250Z"),
             Some(1_559_392_200_250)
         );
         assert_eq!(
-            parse_datetime("2019-06-01T14:30:00+02:00"),
+            crate::time::parse_recorded("2019-06-01T14:30:00+02:00"),
             Some(1_559_392_200_000)
         );
-        assert_eq!(parse_datetime("2019-06-01T10:30-0200"), Some(1_559_392_200_000));
-        assert_eq!(parse_datetime("1970-01-01"), Some(0));
-        assert_eq!(parse_datetime("2019-13-01"), None);
-        assert_eq!(parse_datetime("yesterday"), None);
+        assert_eq!(
+            crate::time::parse_recorded("2019-06-01T10:30-0200"),
+            Some(1_559_392_200_000)
+        );
+        assert_eq!(crate::time::parse_recorded("1970-01-01"), Some(0));
+        assert_eq!(crate::time::parse_recorded("2019-13-01"), None);
+        assert_eq!(crate::time::parse_recorded("yesterday"), None);
     }
 
     fn manila_georef() -> Option<&'static Georef> {

@@ -658,79 +658,22 @@ struct Polygons {
 }
 
 fn parse_polygons(v: &Value) -> Result<Polygons> {
-    let epsg = match v.pointer("/crs/properties/name").and_then(Value::as_str) {
-        None => 4326,
-        Some(name) if name.contains("CRS84") => 4326,
-        Some(name) => name
-            .rsplit(':')
-            .next()
-            .and_then(|c| c.parse().ok())
-            .filter(|_| name.contains("EPSG"))
-            .ok_or_else(|| Error::bad(format!("masks: unsupported crs {name:?}")))?,
-    };
+    // Masks stay in the CRS they were given in (the scene's, often): chips are cut in it.
+    let shapes = crate::shapes::read(v, "masks")?;
     let mut polygons = Vec::new();
-    collect(v, &mut polygons)?;
+    for g in shapes.shapes.iter().filter_map(|s| s.geometry.as_ref()) {
+        // Points and lines mark no area: ignored.
+        if let Some(p) = crate::shapes::polygons(g) {
+            polygons.extend(p);
+        }
+    }
     if polygons.is_empty() {
         return Err(Error::bad("masks: no Polygon or MultiPolygon"));
     }
-    Ok(Polygons { epsg, polygons })
-}
-
-fn collect(v: &Value, out: &mut Vec<Polygon<f64>>) -> Result<()> {
-    let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
-    match ty {
-        "FeatureCollection" => {
-            let features = v
-                .get("features")
-                .and_then(Value::as_array)
-                .ok_or_else(|| Error::bad("masks: a FeatureCollection without features"))?;
-            for f in features {
-                collect(f, out)?;
-            }
-        }
-        "Feature" => {
-            if let Some(g) = v.get("geometry").filter(|g| !g.is_null()) {
-                collect(g, out)?;
-            }
-        }
-        "Polygon" => out.push(polygon(&v["coordinates"])?),
-        "MultiPolygon" => {
-            for p in v["coordinates"]
-                .as_array()
-                .ok_or_else(|| Error::bad("masks: MultiPolygon without coordinates"))?
-            {
-                out.push(polygon(p)?);
-            }
-        }
-        // Points and lines mark no area: ignored.
-        "Point" | "MultiPoint" | "LineString" | "MultiLineString" => {}
-        other => return Err(Error::bad(format!("masks: unexpected GeoJSON type {other:?}"))),
-    }
-    Ok(())
-}
-
-fn polygon(c: &Value) -> Result<Polygon<f64>> {
-    let ring = |r: &Value| -> Result<LineString<f64>> {
-        r.as_array()
-            .ok_or_else(|| Error::bad("masks: a polygon ring is not an array"))?
-            .iter()
-            .map(
-                |p| match (p.get(0).and_then(Value::as_f64), p.get(1).and_then(Value::as_f64)) {
-                    (Some(x), Some(y)) => Ok(Coord { x, y }),
-                    _ => Err(Error::bad("masks: a position is not [x, y]")),
-                },
-            )
-            .collect::<Result<Vec<_>>>()
-            .map(LineString::new)
-    };
-    let rings = c
-        .as_array()
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| Error::bad("masks: a polygon without rings"))?;
-    Ok(Polygon::new(
-        ring(&rings[0])?,
-        rings[1..].iter().map(ring).collect::<Result<_>>()?,
-    ))
+    Ok(Polygons {
+        epsg: shapes.epsg,
+        polygons,
+    })
 }
 
 /// The polygons in the pixel space of a scene (CRS `wkt`, geotransform `gt`), with their boxes.
@@ -803,24 +746,7 @@ fn pixel_range(lo: f64, hi: f64, n: usize) -> std::ops::Range<usize> {
 
 /// Unix milliseconds to RFC 3339 UTC.
 fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    nadir_indexer::time::rfc3339(ms)
 }
 
 /// What an item describes besides the patch: its files, the chip's grid and the scene.

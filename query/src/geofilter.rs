@@ -78,81 +78,23 @@ pub(crate) fn check_lonlat(lon: f64, lat: f64, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn ring(value: &Value, what: &str) -> Result<LineString<f64>> {
-    let points = value
-        .as_array()
-        .ok_or_else(|| Error::bad(format!("{what}: a ring must be an array of positions")))?;
-    let mut coords = Vec::with_capacity(points.len());
-    for p in points {
-        let xy = p
-            .as_array()
-            .filter(|a| a.len() >= 2)
-            .and_then(|a| Some((a[0].as_f64()?, a[1].as_f64()?)));
-        let (x, y) = xy.ok_or_else(|| Error::bad(format!("{what}: a position must be [lon, lat]")))?;
-        check_lonlat(x, y, what)?;
-        coords.push(Coord { x, y });
+/// The polygons of a GeoJSON area (Polygon or MultiPolygon, or Features of them), in WGS84.
+fn geojson_polygons(value: &Value) -> Result<Vec<Polygon<f64>>> {
+    let shapes = crate::shapes::read(value, "geojson")?.into_wgs84("geojson")?;
+    let mut out = Vec::new();
+    for s in &shapes.shapes {
+        let g = s
+            .geometry
+            .as_ref()
+            .ok_or_else(|| Error::bad("geojson Feature has no geometry"))?;
+        out.extend(crate::shapes::polygons(g).ok_or_else(|| {
+            Error::bad(format!(
+                "geojson {}: only Polygon and MultiPolygon areas are supported",
+                crate::shapes::type_name(g)
+            ))
+        })?);
     }
-    if coords.len() < 4 || coords.first() != coords.last() {
-        return Err(Error::bad(format!(
-            "{what}: a ring needs at least 4 positions and must be closed"
-        )));
-    }
-    Ok(LineString(coords))
-}
-
-fn polygon(value: &Value, what: &str) -> Result<Polygon<f64>> {
-    let rings = value
-        .as_array()
-        .ok_or_else(|| Error::bad(format!("{what}: coordinates must be an array of rings")))?;
-    let mut rings = rings
-        .iter()
-        .map(|r| ring(r, what))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter();
-    let exterior = rings
-        .next()
-        .ok_or_else(|| Error::bad(format!("{what}: a polygon needs an exterior ring")))?;
-    Ok(Polygon::new(exterior, rings.collect()))
-}
-
-/// Reads the polygons of a GeoJSON geometry, Feature or FeatureCollection.
-fn geojson_polygons(value: &Value, out: &mut Vec<Polygon<f64>>) -> Result<()> {
-    let kind = value.get("type").and_then(Value::as_str).unwrap_or_default();
-    let coords = || {
-        value
-            .get("coordinates")
-            .ok_or_else(|| Error::bad(format!("geojson {kind} has no coordinates")))
-    };
-    match kind {
-        "Polygon" => out.push(polygon(coords()?, "geojson Polygon")?),
-        "MultiPolygon" => {
-            let polys = coords()?
-                .as_array()
-                .ok_or_else(|| Error::bad("geojson MultiPolygon: coordinates must be an array"))?;
-            for p in polys {
-                out.push(polygon(p, "geojson MultiPolygon")?);
-            }
-        }
-        "Feature" => geojson_polygons(
-            value
-                .get("geometry")
-                .ok_or_else(|| Error::bad("geojson Feature has no geometry"))?,
-            out,
-        )?,
-        "FeatureCollection" => {
-            let features = value.get("features").and_then(Value::as_array);
-            for f in features.ok_or_else(|| Error::bad("geojson FeatureCollection has no features"))? {
-                geojson_polygons(f, out)?;
-            }
-        }
-        "" => return Err(Error::bad("geojson: missing \"type\"")),
-        other => {
-            return Err(Error::bad(format!(
-                "geojson {other}: only Polygon and MultiPolygon areas are supported"
-            )))
-        }
-    }
-    Ok(())
+    Ok(out)
 }
 
 impl GeoFilter {
@@ -190,8 +132,7 @@ impl GeoFilter {
             ])));
         }
         if let Some(g) = &self.geojson {
-            let mut polys = Vec::new();
-            geojson_polygons(g, &mut polys)?;
+            let polys = geojson_polygons(g)?;
             if polys.is_empty() {
                 return Err(Error::bad("geojson: no polygon"));
             }

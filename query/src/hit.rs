@@ -33,7 +33,10 @@ pub struct Hit {
     /// The patch's finest H3 cell.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub h3: Option<String>,
-    /// Acquisition time, unix milliseconds.
+    /// Acquisition time, RFC 3339 (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acquired: Option<String>,
+    /// The same, unix milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acquired_ms: Option<i64>,
     /// Ground size of a patch pixel in metres.
@@ -88,6 +91,7 @@ impl Hit {
                 .last()
                 .and_then(|c| h3o::CellIndex::try_from(*c).ok())
                 .map(|c| c.to_string()),
+            acquired: r.acquired_ms.map(nadir_indexer::time::rfc3339),
             acquired_ms: r.acquired_ms,
             gsd_m: r.gsd_m,
             labels: r.labels.clone(),

@@ -96,7 +96,9 @@ pub struct Label {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub query: Option<Value>,
-    /// When it was stored, unix milliseconds.
+    /// When it was stored, RFC 3339 (UTC, milliseconds).
+    pub created: String,
+    /// The same, unix milliseconds.
     pub created_ms: i64,
 }
 
@@ -174,6 +176,7 @@ fn row_label(r: &rusqlite::Row<'_>) -> rusqlite::Result<Label> {
         positive: r.get::<_, i64>(3)? != 0,
         source: LabelSource::parse(&r.get::<_, String>(4)?),
         query: query.and_then(|q| serde_json::from_str(&q).ok()),
+        created: nadir_indexer::time::rfc3339(r.get(6)?),
         created_ms: r.get(6)?,
     })
 }
@@ -340,67 +343,53 @@ pub fn add_checked(engine: &Engine, label: &NewLabel) -> Result<Label> {
     engine.labels()?.add(label)
 }
 
-/// Reads a point of a GeoJSON position (WGS84 longitude, latitude).
-fn position(v: &Value) -> Result<(f64, f64)> {
-    let (lon, lat) = v
-        .as_array()
-        .filter(|a| a.len() >= 2)
-        .and_then(|a| Some((a[0].as_f64()?, a[1].as_f64()?)))
-        .ok_or_else(|| Error::bad("geojson: a position must be [lon, lat]"))?;
-    crate::geofilter::check_lonlat(lon, lat, "geojson position")?;
-    Ok((lon, lat))
-}
-
 /// Where one imported feature points.
 enum Target {
     Patch(String),
     Points(Vec<(f64, f64)>),
+    /// A GeoJSON MultiPolygon (WGS84), searched as a geofilter.
     Area(Value),
 }
 
-fn targets(v: &Value, props: Option<&Value>, out: &mut Vec<(Target, Option<Value>)>) -> Result<()> {
-    let kind = v.get("type").and_then(Value::as_str).unwrap_or_default();
-    let coords = || {
-        v.get("coordinates")
-            .ok_or_else(|| Error::bad(format!("geojson {kind} has no coordinates")))
-    };
-    match kind {
-        "FeatureCollection" => {
-            let fs = v.get("features").and_then(Value::as_array);
-            for f in fs.ok_or_else(|| Error::bad("geojson FeatureCollection has no features"))? {
-                targets(f, None, out)?;
-            }
+/// What each feature of an import points at, read by the crate's one GeoJSON reader.
+fn targets(v: &Value) -> Result<Vec<(Target, Option<Value>)>> {
+    let shapes = crate::shapes::read(v, "geojson")?.into_wgs84("geojson")?;
+    let mut out = Vec::with_capacity(shapes.shapes.len());
+    for s in shapes.shapes {
+        let props = s.properties.map(Value::Object);
+        // A feature naming its patch (as an export does) is that patch, whatever its geometry.
+        if let Some(id) = props
+            .as_ref()
+            .and_then(|p| p.get("patch_id"))
+            .and_then(Value::as_str)
+        {
+            out.push((Target::Patch(id.to_string()), props.clone()));
+            continue;
         }
-        "Feature" => {
-            let props = v.get("properties").filter(|p| p.is_object());
-            // A feature naming its patch (as an export does) is that patch, whatever its geometry.
-            if let Some(id) = props.and_then(|p| p.get("patch_id")).and_then(Value::as_str) {
-                out.push((Target::Patch(id.to_string()), props.cloned()));
-                return Ok(());
-            }
-            let g = v
-                .get("geometry")
-                .filter(|g| !g.is_null())
-                .ok_or_else(|| Error::bad("geojson Feature has no geometry"))?;
-            targets(g, props, out)?;
-        }
-        "Point" => out.push((Target::Points(vec![position(coords()?)?]), props.cloned())),
-        "MultiPoint" => {
-            let ps = coords()?
-                .as_array()
-                .ok_or_else(|| Error::bad("geojson MultiPoint: coordinates must be an array"))?;
-            let ps = ps.iter().map(position).collect::<Result<Vec<_>>>()?;
-            out.push((Target::Points(ps), props.cloned()));
-        }
-        "Polygon" | "MultiPolygon" => out.push((Target::Area(v.clone()), props.cloned())),
-        "" => return Err(Error::bad("geojson: missing \"type\"")),
-        other => {
-            return Err(Error::bad(format!(
-                "geojson {other}: import points, polygons, or features naming a patch_id"
-            )))
-        }
+        let g = s
+            .geometry
+            .ok_or_else(|| Error::bad("geojson Feature has no geometry"))?;
+        let target = match &g {
+            geo::Geometry::Point(p) => Target::Points(vec![(p.x(), p.y())]),
+            geo::Geometry::MultiPoint(ps) => Target::Points(ps.iter().map(|p| (p.x(), p.y())).collect()),
+            other => match crate::shapes::polygons(other) {
+                Some(polys) => {
+                    let mp = geo::MultiPolygon(polys);
+                    let json = serde_json::to_value(geojson::Geometry::from(&mp))
+                        .map_err(|e| Error::bad(format!("geojson: {e}")))?;
+                    Target::Area(json)
+                }
+                None => {
+                    return Err(Error::bad(format!(
+                        "geojson {}: import points, polygons, or features naming a patch_id",
+                        crate::shapes::type_name(other)
+                    )))
+                }
+            },
+        };
+        out.push((target, props));
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Imports labels from GeoJSON: a point labels the patch containing it, a polygon every patch
@@ -409,8 +398,7 @@ fn targets(v: &Value, props: Option<&Value>, out: &mut Vec<(Target, Option<Value
 /// transaction.
 pub fn import_geojson(engine: &Engine, geojson: &Value, class: &str, positive: bool) -> Result<ImportReport> {
     let default_class = check_class(class)?.to_string();
-    let mut found = Vec::new();
-    targets(geojson, None, &mut found)?;
+    let found = targets(geojson)?;
     let mut labels = Vec::new();
     let mut unmatched = 0;
     for (target, props) in found {

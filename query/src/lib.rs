@@ -20,7 +20,9 @@ pub mod learn_bench;
 pub mod plan;
 pub mod request;
 pub mod search;
+pub mod server;
 pub mod service;
+pub(crate) mod shapes;
 
 pub use engine::{Engine, IndexInfo};
 pub use error::{Error, Result};

@@ -79,7 +79,8 @@ pub struct Example {
     pub image_base64: Option<String>,
 }
 
-/// An acquisition time range; dates as `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+/// An acquisition time range, both ends inclusive: RFC 3339 date-times with an offset
+/// (`2020-09-13T12:26:40Z`, `2020-09-13T14:26:40.5+02:00`) or dates (`2020-09-13`, UTC midnight).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeRange {
@@ -141,33 +142,10 @@ impl TimeRange {
     }
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[Z]` as UTC unix milliseconds.
+/// Parses a time of a request: RFC 3339 with an offset (fractional seconds allowed) or a date
+/// (UTC midnight), as unix milliseconds; an invalid date (2020-02-31) is a 400.
 pub fn parse_time(s: &str) -> Result<i64> {
-    let bad = || Error::bad(format!("time {s:?}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ"));
-    let s2 = s.trim_end_matches('Z');
-    let (date, time) = s2.split_once('T').unwrap_or((s2, "00:00:00"));
-    let num = |p: &str| p.parse::<i64>().map_err(|_| bad());
-    let d: Vec<&str> = date.split('-').collect();
-    let t: Vec<&str> = time.split(':').collect();
-    if d.len() != 3 || t.len() != 3 {
-        return Err(bad());
-    }
-    let (y, mo, da) = (num(d[0])?, num(d[1])?, num(d[2])?);
-    let (h, mi, se) = (num(t[0])?, num(t[1])?, num(t[2])?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || se > 60 {
-        return Err(bad());
-    }
-    Ok(((days_from_civil(y, mo, da) * 24 + h) * 60 + mi) * 60_000 + se * 1000)
+    nadir_indexer::time::parse(s).map_err(Error::bad)
 }
 
 #[cfg(test)]
@@ -179,6 +157,14 @@ mod tests {
         assert_eq!(parse_time("1970-01-01").unwrap(), 0);
         assert_eq!(parse_time("2020-09-13T12:26:40Z").unwrap(), 1_600_000_000_000);
         assert!(parse_time("13/09/2020").is_err());
+        assert_eq!(
+            parse_time("2020-09-13T14:26:40.5+02:00").unwrap(),
+            1_600_000_000_500
+        );
+        assert!(parse_time("2020-02-31")
+            .unwrap_err()
+            .to_string()
+            .contains("2020-02-31"));
     }
 
     #[test]

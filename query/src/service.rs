@@ -34,6 +34,8 @@ pub struct ServiceConfig {
     /// The host names (without port) a request's `Host` header may carry ([`guard`]); `*`
     /// allows any.
     pub allowed_hosts: Vec<String>,
+    /// Connection limits of the socket ([`crate::server`]).
+    pub limits: crate::server::Limits,
 }
 
 /// The hosts a server answers by default: loopback only.
@@ -44,6 +46,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             query_timeout: Duration::from_secs(30),
             allowed_hosts: LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect(),
+            limits: crate::server::Limits::default(),
         }
     }
 }
@@ -420,9 +423,14 @@ pub fn guard(app: Router, allowed: &[String]) -> Router {
     ))
 }
 
-/// Serves `app` (this crate's [`router`], or one built on it) on `addr` until Ctrl-C, behind
-/// [`guard`] with `allowed_hosts` (and the address's own IP).
-pub async fn serve(app: Router, addr: std::net::SocketAddr, allowed_hosts: &[String]) -> std::io::Result<()> {
+/// Serves `app` (this crate's [`router`], or one built on it) on `addr` until Ctrl-C or SIGTERM,
+/// behind [`guard`] with `allowed_hosts` (and the address's own IP), within `limits`.
+pub async fn serve(
+    app: Router,
+    addr: std::net::SocketAddr,
+    allowed_hosts: &[String],
+    limits: crate::server::Limits,
+) -> std::io::Result<()> {
     let mut allowed = allowed_hosts.to_vec();
     if !addr.ip().is_unspecified() {
         allowed.push(match addr.ip() {
@@ -433,9 +441,5 @@ pub async fn serve(app: Router, addr: std::net::SocketAddr, allowed_hosts: &[Str
     let app = guard(app, &allowed);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    crate::server::run(listener, app, limits).await
 }

@@ -12,3 +12,5 @@ mod geofilter;
 mod labels;
 #[path = "query/recall.rs"]
 mod recall;
+#[path = "query/server.rs"]
+mod server;

@@ -70,10 +70,11 @@ pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
         .merge(sessions::routes(engine))
 }
 
-/// Serves the UI and the API for `engine` on `addr` until Ctrl-C.
+/// Serves the UI and the API for `engine` on `addr` until Ctrl-C or SIGTERM.
 pub async fn serve(engine: Arc<Engine>, addr: SocketAddr, config: ServiceConfig) -> std::io::Result<()> {
     let hosts = config.allowed_hosts.clone();
-    service::serve(router(engine, config), addr, &hosts).await
+    let limits = config.limits;
+    service::serve(router(engine, config), addr, &hosts, limits).await
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

@@ -106,8 +106,13 @@ fn import_points_polygons_and_round_trip() {
             json!({"type": "LineString", "coordinates": [[0, 0], [1, 1]]}),
             "import points",
         ),
-        (json!({"type": "Point", "coordinates": ["a", 1]}), "[lon, lat]"),
-        (json!({"features": []}), "missing"),
+        (json!({"type": "Point", "coordinates": ["a", 1]}), "coordinate"),
+        (json!({"features": []}), "no \"type\""),
+        (json!({"type": "Point", "coordinates": [0, 900]}), "not a WGS84"),
+        (
+            json!({"type": "Point", "coordinates": [0, 0], "crs": {"type": "name", "properties": {"name": "urn:x:Mars"}}}),
+            "crs \"urn:x:Mars\" is not read",
+        ),
     ] {
         let e = labels::import_geojson(e, &bad, "t-bad", true)
             .unwrap_err()

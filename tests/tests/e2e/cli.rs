@@ -138,3 +138,65 @@ fn rank_finds_the_matching_scene() -> Result<()> {
     }
     Ok(())
 }
+
+/// `nadir serve` stops on SIGTERM (what `docker stop` and systemd send) as on Ctrl-C: it answers
+/// until then and exits with success.
+#[test]
+fn serve_stops_cleanly_on_sigterm() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let index = tmp.path().join("index");
+    let model = root().join("clip/tests/fixtures/tiny-quickgelu.safetensors");
+    let out = nadir()?
+        .args(["index", "add", "--quiet", "--patch", "1024", "--model"])
+        .arg(&model)
+        .arg("--index")
+        .arg(&index)
+        .arg(root().join("data/scenes/grassland.tif"))
+        .output()?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut child = nadir()?
+        .arg("serve")
+        .arg("--index")
+        .arg(&index)
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let health = || -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let _ = write!(
+            s,
+            "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        );
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.starts_with("HTTP/1.1 200")
+    };
+    let start = std::time::Instant::now();
+    while !health() {
+        ensure!(start.elapsed().as_secs() < 60, "the server did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    ensure!(killed.success());
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if start.elapsed().as_secs() > 30 {
+            child.kill()?;
+            anyhow::bail!("still running 30 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    ensure!(status.success(), "exit status after SIGTERM: {status}");
+    Ok(())
+}
