@@ -145,6 +145,10 @@ pub struct ServeArgs {
     /// rebinding from reaching a server on 127.0.0.1.
     #[arg(long = "allowed-host")]
     allowed_hosts: Vec<String>,
+    /// A web origin whose pages may call this API and read its answers (CORS; repeatable; `*`:
+    /// any). None by default: browsers keep other sites' pages from reading the answers.
+    #[arg(long = "allow-origin")]
+    allow_origins: Vec<String>,
     /// Open connections at most; at the cap the connection quiet longest without a request in
     /// flight is closed to make room (kept below the open-file limit).
     #[arg(long, default_value_t = 1024)]
@@ -263,6 +267,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         ..Default::default()
     };
     config.allowed_hosts.extend(a.allowed_hosts);
+    config.allowed_origins = a.allow_origins;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(nadir_web::serve(engine, a.addr, config))?;
     Ok(())

@@ -36,6 +36,8 @@ pub struct ServiceConfig {
     pub allowed_hosts: Vec<String>,
     /// Connection limits of the socket ([`crate::server`]).
     pub limits: crate::server::Limits,
+    /// Web origins whose pages may read the API's answers (CORS, see [`guard`]); none by default.
+    pub allowed_origins: Vec<String>,
 }
 
 /// The hosts a server answers by default: loopback only.
@@ -47,6 +49,7 @@ impl Default for ServiceConfig {
             query_timeout: Duration::from_secs(30),
             allowed_hosts: LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect(),
             limits: crate::server::Limits::default(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -382,12 +385,31 @@ async fn json_error(resp: Response) -> Response {
 /// (not from a browser) pass. A 4xx that is not JSON (a 405, a path that is not UTF-8) gets the
 /// one error shape. Every answer says it may not be framed by another site (`X-Frame-Options`,
 /// CSP `frame-ancestors`) and is not to be sniffed.
-pub fn guard(app: Router, allowed: &[String]) -> Router {
+///
+/// Cross-origin reads (CORS) are off unless `origins` names the web origins allowed to call the
+/// API from their pages (`--allow-origin https://maps.example`; `*`: any): a matching preflight
+/// is answered 204 with the allowed methods and headers, and a matching request's answer carries
+/// `Access-Control-Allow-Origin`. Other origins get no CORS header, so browsers keep their
+/// pages from reading the answers.
+pub fn guard(app: Router, allowed: &[String], origins: &[String]) -> Router {
     let allowed: Arc<Vec<String>> = Arc::new(allowed.iter().map(|h| host_name(h)).collect());
+    let origins: Arc<Vec<String>> = Arc::new(
+        origins
+            .iter()
+            .map(|o| o.trim_end_matches('/').to_string())
+            .collect(),
+    );
     app.layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
             let allowed = allowed.clone();
+            let origins = origins.clone();
             async move {
+                let origin = req
+                    .headers()
+                    .get(header::ORIGIN)
+                    .and_then(|o| o.to_str().ok())
+                    .filter(|o| origins.iter().any(|a| a == "*" || a == o))
+                    .and_then(|o| header::HeaderValue::from_str(o).ok());
                 let host = req
                     .headers()
                     .get(header::HOST)
@@ -403,11 +425,33 @@ pub fn guard(app: Router, allowed: &[String]) -> Router {
                         .into_response();
                     }
                 }
-                let mut resp = next.run(req).await;
+                let preflight = req.method() == axum::http::Method::OPTIONS
+                    && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+                let mut resp = match (&origin, preflight) {
+                    (Some(_), true) => {
+                        let mut r = StatusCode::NO_CONTENT.into_response();
+                        let h = r.headers_mut();
+                        h.insert(
+                            header::ACCESS_CONTROL_ALLOW_METHODS,
+                            header::HeaderValue::from_static("GET, POST, DELETE"),
+                        );
+                        h.insert(
+                            header::ACCESS_CONTROL_ALLOW_HEADERS,
+                            header::HeaderValue::from_static("content-type"),
+                        );
+                        h.insert(header::ACCESS_CONTROL_MAX_AGE, header::HeaderValue::from_static("600"));
+                        r
+                    }
+                    _ => next.run(req).await,
+                };
                 if resp.status().is_client_error() && !is_json(&resp) {
                     resp = json_error(resp).await;
                 }
                 let h = resp.headers_mut();
+                if let Some(o) = origin {
+                    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+                    h.append(header::VARY, header::HeaderValue::from_static("origin"));
+                }
                 h.insert("x-frame-options", header::HeaderValue::from_static("DENY"));
                 h.insert(
                     header::CONTENT_SECURITY_POLICY,
@@ -429,6 +473,7 @@ pub async fn serve(
     app: Router,
     addr: std::net::SocketAddr,
     allowed_hosts: &[String],
+    allowed_origins: &[String],
     limits: crate::server::Limits,
 ) -> std::io::Result<()> {
     let mut allowed = allowed_hosts.to_vec();
@@ -438,7 +483,7 @@ pub async fn serve(
             ip => ip.to_string(),
         });
     }
-    let app = guard(app, &allowed);
+    let app = guard(app, &allowed, allowed_origins);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving");
     crate::server::run(listener, app, limits).await

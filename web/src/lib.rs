@@ -74,7 +74,8 @@ pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
 pub async fn serve(engine: Arc<Engine>, addr: SocketAddr, config: ServiceConfig) -> std::io::Result<()> {
     let hosts = config.allowed_hosts.clone();
     let limits = config.limits;
-    service::serve(router(engine, config), addr, &hosts, limits).await
+    let origins = config.allowed_origins.clone();
+    service::serve(router(engine, config), addr, &hosts, &origins, limits).await
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

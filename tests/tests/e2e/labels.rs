@@ -438,7 +438,9 @@ fn other_hosts_are_refused_and_framing_is_forbidden() -> Result<()> {
     let config = ServiceConfig::default();
     let mut hosts = config.allowed_hosts.clone();
     hosts.push("nadir.internal".into());
-    let app = nadir_query::service::guard(router(engine, config), &hosts);
+    let origins = vec!["https://maps.example".to_string()];
+    let app = nadir_query::service::guard(router(engine.clone(), config.clone()), &hosts, &origins);
+    let closed = nadir_query::service::guard(router(engine, config), &hosts, &[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -485,6 +487,39 @@ fn other_hosts_are_refused_and_framing_is_forbidden() -> Result<()> {
                 v["error"].as_str().is_some_and(|m| !m.is_empty()),
                 "{method} {uri}: {v}"
             );
+        }
+        // CORS: off by default; on for the origins named, preflight included.
+        let cors = |app: axum::Router, method: &str, origin: &str| {
+            let mut req = Request::builder()
+                .method(method)
+                .uri("/api/search")
+                .header("host", "127.0.0.1")
+                .header("origin", origin);
+            if method == "OPTIONS" {
+                req = req.header("access-control-request-method", "POST");
+            }
+            app.oneshot(req.body(Body::empty()).unwrap())
+        };
+        let pre = cors(app.clone(), "OPTIONS", "https://maps.example").await?;
+        ensure!(pre.status() == StatusCode::NO_CONTENT, "{}", pre.status());
+        ensure!(pre.headers()["access-control-allow-origin"] == "https://maps.example");
+        ensure!(pre.headers()["access-control-allow-methods"]
+            .to_str()?
+            .contains("POST"));
+        let post = cors(app.clone(), "POST", "https://maps.example").await?;
+        ensure!(post.headers()["access-control-allow-origin"] == "https://maps.example");
+        for (app, origin) in [
+            (app.clone(), "https://evil.example"),
+            (closed.clone(), "https://maps.example"),
+        ] {
+            for method in ["OPTIONS", "POST"] {
+                let r = cors(app.clone(), method, origin).await?;
+                ensure!(
+                    !r.headers().contains_key("access-control-allow-origin"),
+                    "{method} from {origin}: {:?}",
+                    r.headers()
+                );
+            }
         }
         for host in [
             "evil.example",
