@@ -26,11 +26,13 @@ pub mod raster;
 pub mod reader;
 pub mod relocate;
 pub mod sources;
+pub mod stac;
 pub mod table;
 pub mod text;
 pub mod thumbs;
 pub mod tiling;
 pub mod time;
+pub mod vsi;
 pub mod wkb;
 pub mod writer;
 

@@ -301,7 +301,10 @@ impl Manifest {
     /// Scenes whose file is not where the manifest says (moved or deleted): their tiles and
     /// exports cannot be read. `nadir index relocate` points them at their new place.
     pub fn missing_scenes(&self) -> Vec<&SceneEntry> {
-        self.scenes.iter().filter(|s| !s.path.exists()).collect()
+        self.scenes
+            .iter()
+            .filter(|s| !crate::vsi::is_virtual(&s.path) && !s.path.exists())
+            .collect()
     }
 
     /// Rows in the index.

@@ -215,9 +215,15 @@ impl Job<'_> {
     /// Reads and embeds one scene; `None` when it is already indexed unchanged.
     fn scene(&mut self, path: &Path, writer: &IndexWriter) -> Result<Option<SceneRows>> {
         let t = Instant::now();
-        let canonical = path.canonicalize().map_err(|e| Error::io(path, e))?;
-        let sha256 =
-            nadir_clip::encoder::sha256_file(&canonical).map_err(|e| Error::input(path, e.to_string()))?;
+        let (canonical, sha256) = if crate::vsi::is_virtual(path) {
+            // Read through GDAL: the path is its own name; the bytes are hashed as they stream.
+            (path.to_path_buf(), crate::vsi::sha256(path)?)
+        } else {
+            let canonical = path.canonicalize().map_err(|e| Error::io(path, e))?;
+            let sha256 = nadir_clip::encoder::sha256_file(&canonical)
+                .map_err(|e| Error::input(path, e.to_string()))?;
+            (canonical, sha256)
+        };
         // A scene keeps its id where the manifest already knows its path (after a relocation the
         // id no longer derives from the path).
         let id = writer

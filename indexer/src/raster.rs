@@ -116,9 +116,11 @@ impl Scene {
     /// unsupported data type.
     pub fn open(path: &Path, opts: &RasterOptions) -> Result<Scene> {
         let bad = |msg: String| Error::input(path, msg);
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if meta.is_file() && meta.len() == 0 {
-            return Err(bad("empty file (0 bytes)".into()));
+        if !crate::vsi::is_virtual(path) {
+            let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+            if meta.is_file() && meta.len() == 0 {
+                return Err(bad("empty file (0 bytes)".into()));
+            }
         }
         let (lo, hi) = opts.stretch;
         if !(0.0 <= lo && lo < hi && hi <= 100.0 && (0.0..=1.0).contains(&opts.max_nodata)) {

@@ -1,5 +1,8 @@
 //! Input paths to scenes: files are taken as given, folders are searched (recursively, sorted) for
-//! rasters and images. Each scene gets a stable id from its file name and canonical path.
+//! rasters and images, GDAL virtual paths and URLs (`/vsicurl/`, `/vsis3/`, `/vsizip/`, `https://`,
+//! `s3://`) are read through GDAL, STAC Items and ItemCollections (`.json`, local or remote) stand
+//! for their items' pictures ([`crate::stac`]). Each scene gets a stable id from its file name and
+//! canonical path.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +13,16 @@ pub const EXTENSIONS: &[&str] = &["tif", "tiff", "jpg", "jpeg", "png", "jp2", "v
 pub fn expand(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
     let (mut files, mut failed) = (Vec::new(), Vec::new());
     for input in inputs {
-        if input.is_dir() {
+        let text = input.to_string_lossy();
+        let remote = crate::vsi::is_virtual(input) || text.contains("://");
+        if crate::stac::is_stac_document(&text) && (remote || input.is_file()) {
+            match crate::stac::scenes(&text) {
+                Ok(scenes) => files.extend(scenes),
+                Err(e) => failed.push((input.clone(), e.to_string())),
+            }
+        } else if remote {
+            files.push(PathBuf::from(crate::vsi::from_url(&text)));
+        } else if input.is_dir() {
             let before = files.len();
             walk(input, &mut files);
             if files.len() == before {

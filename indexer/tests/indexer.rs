@@ -6,6 +6,8 @@ mod common;
 mod format;
 #[path = "indexer/import.rs"]
 mod import;
+#[path = "indexer/inputs.rs"]
+mod inputs;
 #[path = "indexer/integrity.rs"]
 mod integrity;
 #[path = "indexer/pipeline.rs"]

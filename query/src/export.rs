@@ -271,7 +271,7 @@ pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
     let mut missing: Vec<&str> = chips
         .iter()
         .filter_map(|c| index.scene_of(c.row))
-        .filter(|s| !s.path.exists())
+        .filter(|s| !nadir_indexer::vsi::is_virtual(&s.path) && !s.path.exists())
         .map(|s| s.id.as_str())
         .collect();
     missing.sort_unstable();
