@@ -68,7 +68,8 @@ pub fn scenes(index: &Index) -> Value {
 }
 
 /// Parameters of `/api/footprints`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ViewParams {
     /// `min_lon,min_lat,max_lon,max_lat`.
     pub bbox: String,
@@ -109,8 +110,10 @@ pub fn footprints(index: &Index, p: &ViewParams) -> Result<Value> {
 }
 
 /// Parameters of `/api/patches`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// The first row (default 0).
     pub offset: Option<usize>,
     /// Default 60, at most [`MAX_PAGE`].
     pub limit: Option<usize>,

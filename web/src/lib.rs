@@ -47,6 +47,15 @@ struct WebState {
     scenes: Arc<Value>,
 }
 
+/// The OpenAPI document of the whole service (served at `/openapi.json`): the query API's, the
+/// segmentation sessions' and the page's own routes (tiles, scenes, footprints, patches).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = service::openapi();
+    doc.merge(<sessions::SessionsDoc as utoipa::OpenApi>::openapi());
+    doc.merge(<PageDoc as utoipa::OpenApi>::openapi());
+    doc
+}
+
 /// The whole service: the query API (`nadir_query::service::router`) with the page, its assets,
 /// the tiles and the catalogue routes.
 pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
@@ -63,9 +72,7 @@ pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
         .route("/api/footprints", get(footprints))
         .route("/api/patches", get(patches))
         .with_state(state);
-    let mut doc = service::openapi();
-    doc.merge(<sessions::SessionsDoc as utoipa::OpenApi>::openapi());
-    service::router_with_doc(engine.clone(), config, doc)
+    service::router_with_doc(engine.clone(), config, openapi())
         .merge(web)
         .merge(sessions::routes(engine))
 }
@@ -84,7 +91,17 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + '
         .map_err(|e| Error::Task(e.to_string()))?
 }
 
+/// The page's own routes in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(tile, scenes, footprints, patches))]
+struct PageDoc;
+
 /// `GET /api/tiles/{z}/{x}/{y}.png`.
+#[utoipa::path(get, path = "/api/tiles/{z}/{x}/{y}.png", tag = "page",
+    params(("z" = u8, Path, description = "zoom"), ("x" = u32, Path, description = "column"),
+           ("y" = u32, Path, description = "row")),
+    responses((status = 200, description = "A 256 px web-mercator PNG of the indexed scenes (transparent where none)", content_type = "image/png"),
+              (status = 400, description = "Not a tile address", body = Object)))]
 async fn tile(
     State(s): State<WebState>,
     Path((z, x, y)): Path<(String, String, String)>,
@@ -106,11 +123,16 @@ async fn tile(
 }
 
 /// `GET /api/scenes`.
+#[utoipa::path(get, path = "/api/scenes", tag = "page",
+    responses((status = 200, description = "The scenes' outlines as a GeoJSON FeatureCollection (WGS84)", body = Object)))]
 async fn scenes(State(s): State<WebState>) -> Json<Value> {
     Json(s.scenes.as_ref().clone())
 }
 
 /// `GET /api/footprints?bbox=&limit=`.
+#[utoipa::path(get, path = "/api/footprints", tag = "page", params(catalogue::ViewParams),
+    responses((status = 200, description = "The footprints of the patches in the view, as GeoJSON", body = Object),
+              (status = 400, description = "A malformed bbox or limit", body = Object)))]
 async fn footprints(
     State(s): State<WebState>,
     p: std::result::Result<Query<catalogue::ViewParams>, QueryRejection>,
@@ -123,6 +145,9 @@ async fn footprints(
 }
 
 /// `GET /api/patches?offset=&limit=`.
+#[utoipa::path(get, path = "/api/patches", tag = "page", params(catalogue::PageParams),
+    responses((status = 200, description = "A page of patches in row order: {total, offset, patches}", body = Object),
+              (status = 400, description = "A malformed offset or limit", body = Object)))]
 async fn patches(
     State(s): State<WebState>,
     p: std::result::Result<Query<catalogue::PageParams>, QueryRejection>,

@@ -195,6 +195,70 @@ fn openapi_lists_every_route() -> Result<()> {
     Ok(())
 }
 
+/// Every route the page calls (the `/api/...` strings in `web/ui/src`) is in the served OpenAPI
+/// document, so the document cannot drift from what the page uses.
+#[test]
+fn every_route_the_page_calls_is_documented() -> Result<()> {
+    let doc = serde_json::to_value(nadir_web::openapi())?;
+    let paths: Vec<Vec<String>> = doc["paths"]
+        .as_object()
+        .map(|p| {
+            p.keys()
+                .map(|k| k.split('/').map(str::to_string).collect())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut called = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(root().join("web/ui/src"))? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "js") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        for (i, _) in text.match_indices("/api/") {
+            // Only string literals (or `${location.origin}/api/...`), not comments.
+            if !text[..i].ends_with(['\'', '"', '`', '}']) {
+                continue;
+            }
+            // Up to the end of the string literal or the query string; `${...}` is one segment.
+            let rest = &text[i..];
+            let (mut out, mut depth) = (String::new(), 0);
+            for c in rest.chars() {
+                match c {
+                    '{' if out.ends_with('$') => {
+                        out.pop();
+                        out.push('*');
+                        depth += 1;
+                    }
+                    '}' if depth > 0 => depth -= 1,
+                    _ if depth > 0 => {}
+                    '\'' | '"' | '`' | '?' => break,
+                    c => out.push(c),
+                }
+            }
+            called.insert(out);
+        }
+    }
+    ensure!(called.len() > 15, "found only {called:?}");
+    for route in &called {
+        let segs: Vec<&str> = route.split('/').collect();
+        let documented = paths.iter().any(|p| {
+            p.len() == segs.len()
+                && p.iter().zip(&segs).all(|(d, s)| {
+                    d == s
+                        || *s == "*"
+                        || (d.starts_with('{') && d.ends_with('}'))
+                        || (d.contains('{') && s.contains('{'))
+                })
+        });
+        ensure!(
+            documented,
+            "{route} is called by the page but not in /openapi.json"
+        );
+    }
+    Ok(())
+}
+
 /// An index of imported vectors (no text tower) answers text queries with a clear 400.
 #[test]
 fn text_on_a_model_without_text_tower_is_a_400() -> Result<()> {
