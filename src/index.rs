@@ -204,16 +204,23 @@ fn add(a: AddArgs) -> Result<()> {
                 .map(|p| p.display().to_string())
         });
     let encoder = model.load()?;
-    let raster = RasterOptions {
+    let exists = Manifest::exists(&a.dir.index);
+    // Adding to an index without pixel or tiling flags keeps the index's own settings (the
+    // model's defaults could differ from what the index was built with).
+    let default_pixels =
+        a.bands.is_none() && a.stretch == [2.0, 98.0] && !a.stretch_u8 && a.max_nodata == 0.5;
+    let raster = (!(exists && default_pixels)).then(|| RasterOptions {
         bands: a.bands,
         stretch: (a.stretch[0], a.stretch[1]),
         stretch_u8: a.stretch_u8,
         max_nodata: a.max_nodata,
-    };
+    });
     // The model's default tiling, with what was given on the command line; --patch alone also
     // turns off the model's ground size.
+    let default_tiling =
+        a.patch.is_none() && a.ground_size.is_none() && a.stride == 1.0 && matches!(a.edge, Edge::Shift);
     let default = Tiling::for_encoder(encoder.as_ref());
-    let tiling = Tiling {
+    let tiling = (!(exists && default_tiling)).then(|| Tiling {
         patch: a.patch.unwrap_or(default.patch),
         stride: a.stride,
         ground_size_m: a
@@ -221,10 +228,10 @@ fn add(a: AddArgs) -> Result<()> {
             .or(default.ground_size_m.filter(|_| a.patch.is_none())),
         edge: a.edge,
         ..default
-    };
+    });
     let opts = nadir_indexer::AddOptions {
-        tiling: Some(tiling),
-        raster: Some(raster),
+        tiling,
+        raster,
         tags: a.tags,
         batch: a.batch,
         progress: !a.quiet,

@@ -25,7 +25,8 @@ use crate::search;
 pub struct Engine {
     index: Index,
     cells: CellLookup,
-    encoder: Option<Box<dyn Encoder>>,
+    /// Shared with the engines that replace this one when the index changes ([`Engine::reopen`]).
+    encoder: Option<Arc<dyn Encoder>>,
     /// The index's label store, opened on first use.
     labels: Mutex<Option<Arc<LabelStore>>>,
 }
@@ -85,9 +86,36 @@ impl Engine {
         Ok(Engine {
             index,
             cells,
-            encoder,
+            encoder: encoder.map(Arc::from),
             labels: Mutex::new(None),
         })
+    }
+
+    /// The engine over the index as committed now, when a writer committed since this one opened
+    /// (another generation, or derived structures rebuilt); `None` when nothing changed. The
+    /// encoder and the label store are shared, not loaded again. The new index opens fully
+    /// before it is returned, so callers swap from one whole engine to the next.
+    pub fn reopen(&self) -> Result<Option<Engine>> {
+        let dir = self.index.dir();
+        let on_disk = nadir_indexer::Manifest::load(dir)?;
+        if &on_disk == self.index.manifest() {
+            return Ok(None);
+        }
+        let index = Index::open(dir)?;
+        if index.manifest() == self.index.manifest() {
+            return Ok(None);
+        }
+        if let Some(enc) = &self.encoder {
+            index.model().id().ensure_same(&enc.model_id()?)?;
+        }
+        let cells = CellLookup::new(index.records());
+        let labels = self.labels.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(Some(Engine {
+            index,
+            cells,
+            encoder: self.encoder.clone(),
+            labels: Mutex::new(labels),
+        }))
     }
 
     pub fn index(&self) -> &Index {

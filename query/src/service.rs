@@ -56,7 +56,7 @@ impl Default for ServiceConfig {
 
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
-    engine: Arc<Engine>,
+    live: Arc<crate::live::LiveEngine>,
     config: ServiceConfig,
     /// The OpenAPI document served, as JSON.
     doc: Arc<Value>,
@@ -130,7 +130,7 @@ pub(crate) async fn run<T: Send + 'static>(
     state: &AppState,
     work: impl FnOnce(&Engine) -> crate::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
-    let engine = state.engine.clone();
+    let engine = state.live.get();
     let task = tokio::task::spawn_blocking(move || work(&engine));
     match tokio::time::timeout(state.config.query_timeout, task).await {
         Err(_) => Err(ApiError::new(
@@ -165,7 +165,7 @@ async fn health() -> Json<Health> {
 /// What the index holds.
 #[utoipa::path(get, path = "/api/info", responses((status = 200, body = IndexInfo)))]
 async fn info(State(s): State<AppState>) -> Json<IndexInfo> {
-    Json(s.engine.info())
+    Json(s.live.get().info())
 }
 
 /// Search by text and/or examples, within a geofilter, keywords and time range.
@@ -312,14 +312,20 @@ async fn not_found() -> ApiError {
 
 /// The service's router over an engine.
 pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
-    router_with_doc(engine, config, openapi())
+    router_with_doc(crate::live::LiveEngine::new(engine), config, openapi())
 }
 
 /// The service's router, serving `doc` at `/openapi.json` ([`openapi`] merged with the routes a
 /// caller adds).
-pub fn router_with_doc(engine: Arc<Engine>, config: ServiceConfig, doc: utoipa::openapi::OpenApi) -> Router {
+/// Every request takes the engine `live` holds then, so a swap ([`crate::live`]) reaches the
+/// next request.
+pub fn router_with_doc(
+    live: Arc<crate::live::LiveEngine>,
+    config: ServiceConfig,
+    doc: utoipa::openapi::OpenApi,
+) -> Router {
     let state = AppState {
-        engine,
+        live,
         config,
         doc: Arc::new(serde_json::to_value(doc).expect("the OpenAPI document serialises")),
     };

@@ -34,17 +34,45 @@ use axum::routing::get;
 use axum::{Json, Router};
 use nadir_query::service::{self, ServiceConfig};
 use nadir_query::Engine;
+use nadir_query::LiveEngine;
 use serde_json::Value;
 
 pub use error::{Error, Result};
 pub use mercator::TileId;
 pub use tiles::{SceneSource, TileRenderer};
 
+/// What the page's routes answer from: the live engine and, built from the engine they belong
+/// to, the tile renderer and the scene outlines (rebuilt when the engine is swapped).
 #[derive(Debug, Clone)]
 struct WebState {
+    live: Arc<LiveEngine>,
+    parts: Arc<std::sync::Mutex<Option<Parts>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Parts {
     engine: Arc<Engine>,
     tiles: Arc<TileRenderer>,
     scenes: Arc<Value>,
+}
+
+impl WebState {
+    fn parts(&self) -> Parts {
+        let engine = self.live.get();
+        let mut slot = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            Some(p) if Arc::ptr_eq(&p.engine, &engine) => p.clone(),
+            _ => {
+                let p = Parts {
+                    tiles: Arc::new(TileRenderer::from_index(engine.index())),
+                    scenes: Arc::new(catalogue::scenes(engine.index())),
+                    engine,
+                };
+                *slot = Some(p.clone());
+                p
+            }
+        }
+    }
 }
 
 /// The OpenAPI document of the whole service (served at `/openapi.json`): the query API's, the
@@ -59,10 +87,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The whole service: the query API (`nadir_query::service::router`) with the page, its assets,
 /// the tiles and the catalogue routes.
 pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
+    router_live(LiveEngine::new(engine), config)
+}
+
+/// [`router`] over a live engine: every route answers from the engine `live` holds when the
+/// request arrives (a running server picks up what writers commit, see [`serve`]).
+pub fn router_live(live: Arc<LiveEngine>, config: ServiceConfig) -> Router {
     let state = WebState {
-        tiles: Arc::new(TileRenderer::from_index(engine.index())),
-        scenes: Arc::new(catalogue::scenes(engine.index())),
-        engine: engine.clone(),
+        live: live.clone(),
+        parts: Arc::new(std::sync::Mutex::new(None)),
     };
     let web = Router::new()
         .route("/", get(assets::index))
@@ -72,17 +105,23 @@ pub fn router(engine: Arc<Engine>, config: ServiceConfig) -> Router {
         .route("/api/footprints", get(footprints))
         .route("/api/patches", get(patches))
         .with_state(state);
-    service::router_with_doc(engine.clone(), config, openapi())
+    service::router_with_doc(live.clone(), config, openapi())
         .merge(web)
-        .merge(sessions::routes(engine))
+        .merge(sessions::routes(live))
 }
 
-/// Serves the UI and the API for `engine` on `addr` until Ctrl-C or SIGTERM.
+/// Serves the UI and the API for `engine` on `addr` until Ctrl-C or SIGTERM, picking up new
+/// generations of the index as writers commit them (checked every
+/// [`nadir_query::live::CHECK_EVERY`]).
 pub async fn serve(engine: Arc<Engine>, addr: SocketAddr, config: ServiceConfig) -> std::io::Result<()> {
     let hosts = config.allowed_hosts.clone();
     let limits = config.limits;
     let origins = config.allowed_origins.clone();
-    service::serve(router(engine, config), addr, &hosts, &origins, limits).await
+    let live = LiveEngine::new(engine);
+    let watcher = tokio::spawn(live.clone().watch(nadir_query::live::CHECK_EVERY));
+    let result = service::serve(router_live(live, config), addr, &hosts, &origins, limits).await;
+    watcher.abort();
+    result
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -113,7 +152,7 @@ async fn tile(
         x.parse().map_err(|_| bad())?,
         y_num.parse().map_err(|_| bad())?,
     )?;
-    let tiles = s.tiles.clone();
+    let tiles = s.parts().tiles;
     let png = blocking(move || tiles.png(id)).await?;
     let headers = [
         (header::CONTENT_TYPE, "image/png"),
@@ -126,7 +165,7 @@ async fn tile(
 #[utoipa::path(get, path = "/api/scenes", tag = "page",
     responses((status = 200, description = "The scenes' outlines as a GeoJSON FeatureCollection (WGS84)", body = Object)))]
 async fn scenes(State(s): State<WebState>) -> Json<Value> {
-    Json(s.scenes.as_ref().clone())
+    Json(s.parts().scenes.as_ref().clone())
 }
 
 /// `GET /api/footprints?bbox=&limit=`.
@@ -138,7 +177,7 @@ async fn footprints(
     p: std::result::Result<Query<catalogue::ViewParams>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let Query(p) = p.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let engine = s.engine.clone();
+    let engine = s.live.get();
     Ok(Json(
         blocking(move || catalogue::footprints(engine.index(), &p)).await?,
     ))
@@ -153,7 +192,7 @@ async fn patches(
     p: std::result::Result<Query<catalogue::PageParams>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let Query(p) = p.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let engine = s.engine.clone();
+    let engine = s.live.get();
     Ok(Json(
         blocking(move || Ok(catalogue::page(engine.index(), &p))).await?,
     ))

@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use nadir_indexer::raster::{Georef, Window};
-use nadir_query::Engine;
 use nadir_segment::encoder::FrozenEncoder;
 use nadir_segment::interactive::protocol::read_rgb;
 use nadir_segment::interactive::{Input, Session, SessionOptions, Update};
@@ -43,7 +42,7 @@ struct Entry {
 /// The open sessions and the encoder they share.
 #[derive(Clone)]
 pub(crate) struct Sessions {
-    engine: Arc<Engine>,
+    live: Arc<nadir_query::LiveEngine>,
     open: Arc<Mutex<HashMap<String, Entry>>>,
     encoder: Arc<OnceLock<std::result::Result<Arc<FrozenEncoder>, String>>>,
     options: SessionOptions,
@@ -169,9 +168,9 @@ pub struct AcceptView {
 }
 
 impl Sessions {
-    pub(crate) fn new(engine: Arc<Engine>) -> Self {
+    pub(crate) fn new(live: Arc<nadir_query::LiveEngine>) -> Self {
         Self {
-            engine,
+            live,
             open: Arc::new(Mutex::new(HashMap::new())),
             encoder: Arc::new(OnceLock::new()),
             options: SessionOptions::default(),
@@ -254,7 +253,8 @@ impl Sessions {
                 )));
             }
         }
-        let manifest = self.engine.index().manifest();
+        let engine = self.live.get();
+        let manifest = engine.index().manifest();
         let entry = manifest
             .scenes
             .iter()
@@ -608,7 +608,7 @@ async fn mask_geojson(State(s): State<Sessions>, Path(id): Path<String>) -> Resu
     responses((status = 200, body = AcceptView), (status = 400, body = Object), (status = 404, body = Object)))]
 async fn accept(State(s): State<Sessions>, Path(id): Path<String>) -> Result<Json<AcceptView>> {
     let (session, georef) = s.get(&id)?;
-    let engine = s.engine.clone();
+    let engine = s.live.get();
     let sessions = s.clone();
     let view = blocking(move || {
         if georef.is_none() {
@@ -690,7 +690,7 @@ async fn accept(State(s): State<Sessions>, Path(id): Path<String>) -> Result<Jso
 pub(crate) struct SessionsDoc;
 
 /// The routes, over the engine's scenes.
-pub(crate) fn routes(engine: Arc<Engine>) -> Router {
+pub(crate) fn routes(live: Arc<nadir_query::LiveEngine>) -> Router {
     Router::new()
         .route("/api/segment/sessions", post(create))
         .route("/api/segment/sessions/{id}", get(show).delete(close))
@@ -703,5 +703,5 @@ pub(crate) fn routes(engine: Arc<Engine>) -> Router {
         .route("/api/segment/sessions/{id}/mask.tif", get(mask_tif))
         .route("/api/segment/sessions/{id}/mask.geojson", get(mask_geojson))
         .route("/api/segment/sessions/{id}/accept", post(accept))
-        .with_state(Sessions::new(engine))
+        .with_state(Sessions::new(live))
 }

@@ -139,10 +139,11 @@ fn rank_finds_the_matching_scene() -> Result<()> {
     Ok(())
 }
 
-/// `nadir serve` stops on SIGTERM (what `docker stop` and systemd send) as on Ctrl-C: it answers
-/// until then and exits with success.
+/// `nadir serve` picks up what a writer commits while it runs (a new generation, without a
+/// restart), and stops on SIGTERM (what `docker stop` and systemd send) as on Ctrl-C, exiting with
+/// success.
 #[test]
-fn serve_stops_cleanly_on_sigterm() -> Result<()> {
+fn serve_follows_new_commits_and_stops_on_sigterm() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let index = tmp.path().join("index");
     let model = root().join("clip/tests/fixtures/tiny-quickgelu.safetensors");
@@ -163,24 +164,48 @@ fn serve_stops_cleanly_on_sigterm() -> Result<()> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    let health = || -> bool {
+    let get = |path: &str| -> Option<String> {
         use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-        let _ = write!(
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+        write!(
             s,
-            "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        );
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
+        s.read_to_string(&mut text).ok()?;
         text.starts_with("HTTP/1.1 200")
+            .then(|| text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+    };
+    let patches = || -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_str(&get("/api/info")?).ok()?;
+        v["patches"].as_u64()
     };
     let start = std::time::Instant::now();
-    while !health() {
+    while get("/health").is_none() {
         ensure!(start.elapsed().as_secs() < 60, "the server did not come up");
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let before = patches().context("/api/info")?;
+    // A writer commits another scene while the server runs; the server follows.
+    let out = nadir()?
+        .args(["index", "add", "--quiet", "--index"])
+        .arg(&index)
+        .arg(root().join("data/scenes/neon-osbs-forest.tif"))
+        .output()?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let start = std::time::Instant::now();
+    loop {
+        let now = patches().context("/api/info")?;
+        if now > before {
+            break;
+        }
+        ensure!(
+            start.elapsed().as_secs() < 30,
+            "still {now} patches 30 s after a commit (before: {before})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
