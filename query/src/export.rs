@@ -185,6 +185,28 @@ impl Claim {
     }
 }
 
+impl Claim {
+    /// Removes everything written into the claimed folder (it was empty when claimed), so that
+    /// a failed or cancelled export can be run again into the same name.
+    fn clear(&self) {
+        let Some(out) = self.lock.parent() else { return };
+        let Ok(entries) = std::fs::read_dir(out) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name() == CLAIM_FILE {
+                continue;
+            }
+            let p = entry.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+}
+
 impl Drop for Claim {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.lock);
@@ -196,7 +218,17 @@ pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
     let split = check_split(req.split)?;
     let out = &req.out_dir;
     let shown = req.shown_as.clone().unwrap_or_else(|| out.display().to_string());
-    let _claim = Claim::take(out, &shown)?;
+    let claim = Claim::take(out, &shown)?;
+    let result = write_set(engine, req, split, &shown);
+    if result.is_err() {
+        claim.clear();
+    }
+    result
+}
+
+/// The export's work, once its folder is claimed.
+fn write_set(engine: &Engine, req: &ExportRequest, split: [f64; 3], shown: &str) -> Result<ExportReport> {
+    let out = &req.out_dir;
     let index = engine.index();
     // Patches and their labels, by row.
     let mut by_row: BTreeMap<u32, Vec<(String, bool)>> = BTreeMap::new();
@@ -313,6 +345,7 @@ pub fn export(engine: &Engine, req: &ExportRequest) -> Result<ExportReport> {
         std::fs::create_dir_all(out.join("labels")).map_err(|e| export_err(out, e))?;
     }
     for chip in &chips {
+        crate::cancel::check()?;
         let rec = index.record(chip.row);
         let scene = index.scene_of(chip.row).ok_or_else(|| {
             export_err(

@@ -7,6 +7,7 @@
 
 pub mod acquisition;
 pub mod bench;
+pub mod cancel;
 pub mod cells;
 pub mod engine;
 pub mod error;

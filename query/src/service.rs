@@ -131,15 +131,21 @@ pub(crate) async fn run<T: Send + 'static>(
     work: impl FnOnce(&Engine) -> crate::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
     let engine = state.live.get();
-    let task = tokio::task::spawn_blocking(move || work(&engine));
+    let token = crate::cancel::Token::new();
+    let inner = token.clone();
+    let task = tokio::task::spawn_blocking(move || inner.run(|| work(&engine)));
     match tokio::time::timeout(state.config.query_timeout, task).await {
-        Err(_) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the query took longer than {} s",
-                state.config.query_timeout.as_secs_f64()
-            ),
-        )),
+        Err(_) => {
+            // The work stops at its next check (and an export removes what it wrote).
+            token.cancel();
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the query took longer than {} s",
+                    state.config.query_timeout.as_secs_f64()
+                ),
+            ))
+        }
         Ok(Err(join)) => {
             tracing::error!(error = %join, "query task panicked");
             Err(ApiError::new(

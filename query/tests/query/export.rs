@@ -440,6 +440,70 @@ fn probable_patches_export_as_the_class() {
     ));
 }
 
+/// An export that runs past the time limit stops (it does not keep writing for an answer nobody
+/// reads) and removes what it wrote, so the same name can be exported again at once.
+#[test]
+fn a_timed_out_export_stops_and_leaves_its_folder_reusable() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("index");
+    let engine = std::sync::Arc::new(build(&dir));
+    let ids: Vec<String> = engine
+        .index()
+        .records()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let post = |timeout: std::time::Duration| {
+        let config = nadir_query::service::ServiceConfig {
+            query_timeout: timeout,
+            ..Default::default()
+        };
+        let app = nadir_query::service::router(engine.clone(), config);
+        let body = serde_json::json!({"name": "set", "patches": ids}).to_string();
+        rt.block_on(async move {
+            let req = Request::post("/api/export")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        })
+    };
+    let out = dir.join("exports/set");
+    assert_eq!(
+        post(std::time::Duration::from_millis(1)),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // The cancelled work notices at its next chip, removes what it wrote and lets go.
+    let start = std::time::Instant::now();
+    while out.join(".nadir-export-in-progress").exists() {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the cancelled export kept running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a cancelled export left {left:?}");
+    assert_eq!(
+        post(std::time::Duration::from_secs(60)),
+        StatusCode::OK,
+        "the retry is not refused"
+    );
+    let items = std::fs::read_dir(out.join("items")).unwrap().count();
+    assert_eq!(items, ids.len());
+}
+
 #[test]
 fn the_endpoint_writes_only_under_exports() {
     use axum::body::Body;
