@@ -2,9 +2,10 @@
 # Checks Nadir with outside tools, as users' tools see it: indexes the demo scenes with the debug
 # CLI, opens the GeoParquet patch table with GeoPandas (scripts/check_geoparquet.py) and with
 # footer readers, DuckDB and GDAL where it has the Parquet driver (scripts/check_duckdb.py, on the
-# new index and on the frozen format fixture), then serves
-# the index on 127.0.0.1 and fuzzes the API from its OpenAPI document with schemathesis: no answer
-# may be a 5xx. Python packages go into a virtualenv under target/.
+# new index and on the frozen format fixture), then serves the index on 127.0.0.1 and fuzzes the
+# API from its OpenAPI document with schemathesis (no answer may be a 5xx), then runs the hostile
+# corpus, a load and a slow-client flood (scripts/check_hostile.py). Python packages go into a
+# virtualenv under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/pyenv
@@ -31,3 +32,8 @@ done
 "$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" --checks not_a_server_error \
   --max-examples 40 --generation-deterministic --request-timeout 30
 echo "API fuzzing: no 5xx"
+# The hostile corpus (tests/hostile/cases.json and large bodies), a mixed load and a slow-client
+# flood against the same server (a debug build here: the figures that matter come from the
+# release build, see the issue notes).
+"$venv/bin/python" scripts/check_hostile.py --port "$port" --pid "$server" --requests 600 \
+  --concurrency 16 --slow 900 --max-rss-mb 1500
