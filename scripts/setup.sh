@@ -13,6 +13,7 @@ command -v python3 >/dev/null || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v strace >/dev/null || need_apt+=(strace)  # the power-cut ordering test traces syscalls
 # The web page's browser tests (scripts/test_web.sh installs Chromium itself).
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
