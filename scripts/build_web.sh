@@ -2,7 +2,8 @@
 # Builds the page's assets: the sources in web/ui/ (plain JavaScript modules and CSS; npm
 # dependencies pinned by web/ui/package-lock.json) bundled and minified by esbuild into
 # web/assets/: index.html, app.js, app.css (MapLibre's styles included) and LICENSES.txt (the
-# licences of every npm package in the bundle). The output is checked in: `cargo build` embeds
+# licences of every npm package in the bundle); api.html with the vendored Swagger UI
+# (swagger-ui-bundle.js, swagger-ui.css, swagger-ui-LICENSES.txt) for the API reference page. The output is checked in: `cargo build` embeds
 # it (web/src/assets.rs) and needs no npm. Run this after changing web/ui/.
 #
 # WEB_ASSETS_OUT=DIR writes somewhere else (scripts/test_web.sh does, to check that the
@@ -39,4 +40,16 @@ for (const name of pkgs) {
   }
 }
 JS
+# The API reference page: the vendored Swagger UI (swagger-ui-dist, pinned) over /openapi.json.
+cp "$ui/api.html" "$out/api.html"
+cp "$ui/node_modules/swagger-ui-dist/swagger-ui-bundle.js" "$ui/node_modules/swagger-ui-dist/swagger-ui.css" "$out/"
+{
+  swagger=$ui/node_modules/swagger-ui-dist
+  echo "swagger-ui-dist $(node -p "require('./$swagger/package.json').version") (Apache-2.0): swagger-ui-bundle.js and swagger-ui.css, the API reference page"
+  echo
+  cat "$swagger/LICENSE"
+  [ -f "$swagger/NOTICE" ] && { echo; cat "$swagger/NOTICE"; }
+  echo
+  cat "$swagger/swagger-ui-bundle.js.LICENSE.txt"
+} > "$out/swagger-ui-LICENSES.txt"
 ls -l "$out"

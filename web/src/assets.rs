@@ -43,6 +43,26 @@ pub static ASSETS: &[Asset] = &[
         content_type: "text/plain; charset=utf-8",
         body: include_bytes!("../assets/LICENSES.txt"),
     },
+    Asset {
+        path: "api.html",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../assets/api.html"),
+    },
+    Asset {
+        path: "swagger-ui-bundle.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/swagger-ui-bundle.js"),
+    },
+    Asset {
+        path: "swagger-ui.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../assets/swagger-ui.css"),
+    },
+    Asset {
+        path: "swagger-ui-LICENSES.txt",
+        content_type: "text/plain; charset=utf-8",
+        body: include_bytes!("../assets/swagger-ui-LICENSES.txt"),
+    },
 ];
 
 /// The asset at `path`.
@@ -93,6 +113,13 @@ impl Asset {
 pub async fn index(headers: HeaderMap) -> Response {
     find("index.html")
         .expect("index.html is embedded")
+        .respond(&headers, "no-cache")
+}
+
+/// `GET /api/docs`: the API reference (the vendored Swagger UI over `/openapi.json`).
+pub async fn api_docs(headers: HeaderMap) -> Response {
+    find("api.html")
+        .expect("api.html is embedded")
         .respond(&headers, "no-cache")
 }
 

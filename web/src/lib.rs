@@ -99,6 +99,7 @@ pub fn router_live(live: Arc<LiveEngine>, config: ServiceConfig) -> Router {
     };
     let web = Router::new()
         .route("/", get(assets::index))
+        .route("/api/docs", get(assets::api_docs))
         .route("/assets/{*path}", get(assets::asset))
         .route("/api/tiles/{z}/{x}/{y}", get(tile))
         .route("/api/scenes", get(scenes))

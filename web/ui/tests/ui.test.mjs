@@ -659,3 +659,27 @@ test('an index without georeference gets a gallery', { ...T, skip: GALLERY_URL ?
   assert.deepEqual(page.errors, []);
   await page.close();
 });
+
+test('the API reference renders every documented route offline', T, async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const outside = [];
+  page.on('request', (r) => {
+    const u = new URL(r.url());
+    if (!['127.0.0.1', 'localhost'].includes(u.hostname) && !u.protocol.startsWith('data')) outside.push(r.url());
+  });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(new URL('/api/docs', MAP_URL).href);
+  await page.waitForSelector('.opblock-summary-path', { timeout: 60_000 });
+  const shown = await page.$$eval('.opblock-summary-path', (els) => els.map((e) => e.getAttribute('data-path') || e.textContent.trim()));
+  const doc = await (await fetch(new URL('/openapi.json', MAP_URL))).json();
+  const documented = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map(() => p));
+  assert.equal(shown.length, documented.length, `rendered ${shown.length} operations, documented ${documented.length}`);
+  for (const p of ['/api/search', '/api/tiles/{z}/{x}/{y}.png', '/api/segment/sessions']) {
+    assert.ok(shown.some((s) => s.replace(/\u200b/g, '') === p), `${p} not rendered`);
+  }
+  assert.deepEqual(outside, [], 'the reference loads nothing from outside the server');
+  assert.deepEqual(errors, []);
+  await shot(page, 'api-reference');
+  await page.close();
+});
