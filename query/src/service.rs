@@ -286,7 +286,7 @@ async fn thumbnail(State(s): State<AppState>, Path(id): Path<String>) -> ApiResu
         title = "Nadir",
         description = "Semantic search for satellite and aerial imagery."
     ),
-    paths(health, info, search, search_geojson, similar, patch, patch_at, thumbnail),
+    paths(health, openapi_json, info, search, search_geojson, similar, patch, patch_at, thumbnail),
     components(schemas(
         SearchRequest,
         Example,
@@ -308,6 +308,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json",
+    responses((status = 200, description = "The OpenAPI 3.1 document of every route", body = Object)))]
 async fn openapi_json(State(s): State<AppState>) -> Json<Value> {
     Json((*s.doc).clone())
 }

@@ -195,8 +195,9 @@ fn openapi_lists_every_route() -> Result<()> {
     Ok(())
 }
 
-/// Every route the page calls (the `/api/...` strings in `web/ui/src`) is in the served OpenAPI
-/// document, so the document cannot drift from what the page uses.
+/// Every route the page calls (the `/api/...` strings in `web/ui/src`) and every route the
+/// routers declare (the `.route(...)` literals in `query/src` and `web/src`) is in the served
+/// OpenAPI document, so the document cannot drift from the code.
 #[test]
 fn every_route_the_page_calls_is_documented() -> Result<()> {
     let doc = serde_json::to_value(nadir_web::openapi())?;
@@ -240,6 +241,37 @@ fn every_route_the_page_calls_is_documented() -> Result<()> {
         }
     }
     ensure!(called.len() > 15, "found only {called:?}");
+    // And every route the routers declare (the `.route("...")` literals of the service crates).
+    let mut declared = Vec::new();
+    for dir in ["query/src", "web/src"] {
+        for entry in std::fs::read_dir(root().join(dir))? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)?;
+            for (i, _) in text.match_indices(".route(\"") {
+                let rest = &text[i + 8..];
+                if let Some(end) = rest.find('"') {
+                    declared.push(rest[..end].to_string());
+                }
+            }
+        }
+    }
+    ensure!(declared.len() > 25, "found only {declared:?}");
+    for route in declared {
+        if !(route.starts_with("/api/") || route == "/health" || route == "/openapi.json") || route == "/api/docs" {
+            continue;
+        }
+        let segs: Vec<&str> = route.split('/').collect();
+        let documented = paths.iter().any(|p| {
+            p.len() == segs.len()
+                && p.iter()
+                    .zip(&segs)
+                    .all(|(d, s)| d == s || (d.starts_with('{') && s.starts_with('{')))
+        });
+        ensure!(documented, "the router declares {route} but /openapi.json does not document it");
+    }
     for route in &called {
         let segs: Vec<&str> = route.split('/').collect();
         let documented = paths.iter().any(|p| {
