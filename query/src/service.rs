@@ -286,7 +286,17 @@ async fn thumbnail(State(s): State<AppState>, Path(id): Path<String>) -> ApiResu
         title = "Nadir",
         description = "Semantic search for satellite and aerial imagery."
     ),
-    paths(health, openapi_json, info, search, search_geojson, similar, patch, patch_at, thumbnail),
+    paths(
+        health,
+        openapi_json,
+        info,
+        search,
+        search_geojson,
+        similar,
+        patch,
+        patch_at,
+        thumbnail
+    ),
     components(schemas(
         SearchRequest,
         Example,

@@ -145,6 +145,29 @@ fn urls_stac_items_and_virtual_paths_are_scenes() {
     let again = nadir_indexer::add(&index, &tiny_model(), &inputs, &quick(1024)).unwrap();
     assert_eq!((again.added, again.unchanged), (0, 3));
 
+    // A Sentinel-2 product folder is one scene (its true-colour image), not one per band file.
+    let granule = root
+        .path()
+        .join("products/S2A_MSIL1C_X.SAFE/GRANULE/L1C_T1/IMG_DATA");
+    std::fs::create_dir_all(&granule).unwrap();
+    for band in ["T1_TCI.jp2", "T1_B02.jp2", "T1_B03.jp2"] {
+        // GeoTIFF bytes under the product's names: GDAL goes by content.
+        std::fs::copy(demo_scene("spacenet-atlanta-pan.tif"), granule.join(band)).unwrap();
+    }
+    let r = nadir_indexer::add(
+        &index,
+        &tiny_model(),
+        &[root.path().join("products")],
+        &quick(1024),
+    )
+    .unwrap();
+    assert_eq!((r.added, r.failed.len()), (1, 0), "{:?}", r.failed);
+    assert!(Manifest::load(&index)
+        .unwrap()
+        .scenes
+        .iter()
+        .any(|s| s.path.ends_with("T1_TCI.jp2")));
+
     // Bad inputs are named, the others go on.
     std::fs::write(local.join("catalog.json"), r#"{"type": "Catalog", "id": "c"}"#).unwrap();
     let bad = [

@@ -260,7 +260,9 @@ fn every_route_the_page_calls_is_documented() -> Result<()> {
     }
     ensure!(declared.len() > 25, "found only {declared:?}");
     for route in declared {
-        if !(route.starts_with("/api/") || route == "/health" || route == "/openapi.json") || route == "/api/docs" {
+        if !(route.starts_with("/api/") || route == "/health" || route == "/openapi.json")
+            || route == "/api/docs"
+        {
             continue;
         }
         let segs: Vec<&str> = route.split('/').collect();
@@ -270,7 +272,10 @@ fn every_route_the_page_calls_is_documented() -> Result<()> {
                     .zip(&segs)
                     .all(|(d, s)| d == s || (d.starts_with('{') && s.starts_with('{')))
         });
-        ensure!(documented, "the router declares {route} but /openapi.json does not document it");
+        ensure!(
+            documented,
+            "the router declares {route} but /openapi.json does not document it"
+        );
     }
     for route in &called {
         let segs: Vec<&str> = route.split('/').collect();
