@@ -288,7 +288,7 @@ fn every_commit_is_ordered_for_power_cuts() -> Result<()> {
     run(&all[..3])?;
     let changed = tmp.path().join("changed.tif");
     std::fs::copy(&all[3], &changed)?;
-    run(&[changed.clone()])?;
+    run(std::slice::from_ref(&changed))?;
     let mut bytes = std::fs::read(&changed)?;
     let n = bytes.len();
     bytes[n - 1] ^= 1;
