@@ -103,6 +103,12 @@ assert len(items) == n, (len(items), n)
 def strip(d):
     d = dict(d)
     d["links"] = sorted((l["rel"], l["href"].split("/")[-1]) for l in d.get("links", []) if l["rel"] != "self")
+    # Times compare as instants: pystac writes microseconds where the item has milliseconds.
+    props = dict(d.get("properties", {}))
+    for k in ("datetime", "start_datetime", "end_datetime", "created", "updated"):
+        if props.get(k):
+            props[k] = pystac.utils.str_to_datetime(props[k])
+    d["properties"] = props
     return d
 for item in items:
     raw = json.loads((out / "items" / f"{item.id}.json").read_text())
