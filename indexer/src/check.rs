@@ -36,6 +36,15 @@ impl fmt::Display for Damage {
     }
 }
 
+/// Damaged files as one line for a message (`file: what; file: what`).
+pub fn describe<'a>(damage: impl IntoIterator<Item = &'a Damage>) -> String {
+    damage
+        .into_iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The outcome of a check.
 #[derive(Debug, Default)]
 pub struct CheckReport {

@@ -104,7 +104,7 @@ impl Index {
                 dir,
                 format!(
                     "damaged: {}; `nadir index repair` drops the damaged parts' scenes so they can be indexed again",
-                    parts_damaged.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                    crate::check::describe(parts_damaged.iter().copied())
                 ),
             ));
         }
@@ -138,7 +138,7 @@ impl Index {
                 tracing::warn!(
                     index = %dir.display(),
                     "the graph or text index is damaged ({}): exact scans instead, keyword filters refused; `nadir index repair` rebuilds them",
-                    derived_damaged.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                    crate::check::describe(derived_damaged.iter().copied())
                 );
                 (None, None)
             }

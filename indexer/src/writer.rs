@@ -92,23 +92,22 @@ impl IndexWriter {
     /// Opens an existing index for writing with its own model and settings (maintenance: upgrade,
     /// repair).
     pub fn open_existing(dir: &Path) -> Result<Self> {
-        let lock = WriterLock::acquire(dir)?;
-        if !Manifest::exists(dir) {
-            return Err(Error::format(dir, "no index here (no manifest.json)"));
-        }
-        let manifest = Manifest::load(dir)?;
-        Self::with_lock(dir, manifest, lock, true)
+        Self::lock_existing(dir, true)
     }
 
     /// Like [`IndexWriter::open_existing`], without refusing damage or upgrading: repair does
     /// both after dropping what is damaged.
     pub(crate) fn open_for_repair(dir: &Path) -> Result<Self> {
+        Self::lock_existing(dir, false)
+    }
+
+    fn lock_existing(dir: &Path, verify: bool) -> Result<Self> {
         let lock = WriterLock::acquire(dir)?;
         if !Manifest::exists(dir) {
             return Err(Error::format(dir, "no index here (no manifest.json)"));
         }
         let manifest = Manifest::load(dir)?;
-        Self::with_lock(dir, manifest, lock, false)
+        Self::with_lock(dir, manifest, lock, verify)
     }
 
     /// Upgrades what repair left (when of an older format) and rebuilds the derived structures.
@@ -141,7 +140,7 @@ impl IndexWriter {
                 dir,
                 format!(
                     "damaged: {}; `nadir index check` says more, `nadir index repair` rebuilds or drops what is damaged",
-                    damaged.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                    crate::check::describe(&damaged)
                 ),
             ));
         }

@@ -49,6 +49,7 @@ use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::{Dataset, DriverManager, GeoTransformEx};
 use geo::{BoundingRect, Contains, Coord, LineString, Point, Polygon, Rect};
 use nadir_indexer::raster::Window;
+use nadir_indexer::time::rfc3339;
 use nadir_indexer::PatchId;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -775,11 +776,6 @@ fn pixel_range(lo: f64, hi: f64, n: usize) -> std::ops::Range<usize> {
     } else {
         a as usize..b as usize
     }
-}
-
-/// Unix milliseconds to RFC 3339 UTC.
-fn rfc3339(ms: i64) -> String {
-    nadir_indexer::time::rfc3339(ms)
 }
 
 /// What an item describes besides the patch: its files, the chip's grid and the scene.

@@ -440,13 +440,25 @@ fn probable_patches_export_as_the_class() {
     ));
 }
 
+/// `POST /api/export` with `body` through `app`: the status and the JSON answer (null when the
+/// body is not JSON).
+async fn post_export(app: axum::Router, body: Value) -> (axum::http::StatusCode, Value) {
+    use tower::ServiceExt;
+    let req = axum::http::Request::post("/api/export")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
 /// An export that runs past the time limit stops (it does not keep writing for an answer nobody
 /// reads) and removes what it wrote, so the same name can be exported again at once.
 #[test]
 fn a_timed_out_export_stops_and_leaves_its_folder_reusable() {
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
-    use tower::ServiceExt;
+    use axum::http::StatusCode;
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("index");
@@ -468,14 +480,11 @@ fn a_timed_out_export_stops_and_leaves_its_folder_reusable() {
             ..Default::default()
         };
         let app = nadir_query::service::router(engine.clone(), config);
-        let body = serde_json::json!({"name": "set", "patches": ids}).to_string();
-        rt.block_on(async move {
-            let req = Request::post("/api/export")
-                .header("content-type", "application/json")
-                .body(Body::from(body))
-                .unwrap();
-            app.oneshot(req).await.unwrap().status()
-        })
+        rt.block_on(post_export(
+            app,
+            serde_json::json!({"name": "set", "patches": ids}),
+        ))
+        .0
     };
     let out = dir.join("exports/set");
     assert_eq!(
@@ -506,9 +515,7 @@ fn a_timed_out_export_stops_and_leaves_its_folder_reusable() {
 
 #[test]
 fn the_endpoint_writes_only_under_exports() {
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
-    use tower::ServiceExt;
+    use axum::http::StatusCode;
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("index");
@@ -522,22 +529,7 @@ fn the_endpoint_writes_only_under_exports() {
         .enable_all()
         .build()
         .unwrap();
-    let post = |body: Value| {
-        let app = app.clone();
-        rt.block_on(async move {
-            let req = Request::post("/api/export")
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap();
-            let resp = app.oneshot(req).await.unwrap();
-            let status = resp.status();
-            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-            (
-                status,
-                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
-            )
-        })
-    };
+    let post = |body: Value| rt.block_on(post_export(app.clone(), body));
     let (status, body) = post(serde_json::json!({"name": "set-1", "patches": ids}));
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["chips"], 2);
@@ -681,9 +673,7 @@ fn export_trains_a_segmentation_model_that_maps_the_buildings() {
 /// catalog lists.
 #[test]
 fn racing_exports_into_one_folder_do_not_mix() {
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
-    use tower::ServiceExt;
+    use axum::http::StatusCode;
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("index");
@@ -705,20 +695,13 @@ fn racing_exports_into_one_folder_do_not_mix() {
         let statuses: Vec<StatusCode> = rt.block_on(async {
             let tasks: Vec<_> = (0..4)
                 .map(|_| {
-                    let app = app.clone();
-                    let body = serde_json::json!({"name": name, "patches": ids}).to_string();
-                    tokio::spawn(async move {
-                        let req = Request::post("/api/export")
-                            .header("content-type", "application/json")
-                            .body(Body::from(body))
-                            .unwrap();
-                        app.oneshot(req).await.unwrap().status()
-                    })
+                    let body = serde_json::json!({"name": name, "patches": ids});
+                    tokio::spawn(post_export(app.clone(), body))
                 })
                 .collect();
             let mut out = Vec::new();
             for t in tasks {
-                out.push(t.await.unwrap());
+                out.push(t.await.unwrap().0);
             }
             out
         });

@@ -1,6 +1,6 @@
 //! End-to-end tests of the `nadir` binary as a user runs it.
 
-use crate::common::{lite_towers_present, nadir, root};
+use crate::common::{lite_towers_present, nadir, root, tiny_index_add};
 
 use std::path::PathBuf;
 
@@ -146,12 +146,7 @@ fn rank_finds_the_matching_scene() -> Result<()> {
 fn serve_follows_new_commits_and_stops_on_sigterm() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let index = tmp.path().join("index");
-    let model = root().join("clip/tests/fixtures/tiny-quickgelu.safetensors");
-    let out = nadir()?
-        .args(["index", "add", "--quiet", "--patch", "1024", "--model"])
-        .arg(&model)
-        .arg("--index")
-        .arg(&index)
+    let out = tiny_index_add(&index, 1024, 4096)?
         .arg(root().join("data/scenes/grassland.tif"))
         .output()?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -34,6 +34,18 @@ pub fn nadir() -> Result<Command> {
     Ok(cmd)
 }
 
+/// `nadir index add --quiet --patch PATCH --commit-every COMMIT --model <tiny CLIP> --index INDEX`:
+/// a fast real indexing run (the clip crate's random-weight fixture); the caller adds scenes.
+pub fn tiny_index_add(index: &Path, patch: u32, commit_every: usize) -> Result<Command> {
+    let mut cmd = nadir()?;
+    cmd.args(["index", "add", "--quiet", "--patch", &patch.to_string()])
+        .args(["--commit-every", &commit_every.to_string(), "--model"])
+        .arg(root().join("clip/tests/fixtures/tiny-quickgelu.safetensors"))
+        .arg("--index")
+        .arg(index);
+    Ok(cmd)
+}
+
 /// `$NADIR_MODELS` or `~/.cache/nadir/models` has the default model's towers.
 pub fn lite_towers_present(test: &str) -> bool {
     let dir = nadir_clip::lite::models_dir();

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{ensure, Result};
 use nadir_indexer::{Index, Manifest};
 
-use crate::common::{nadir, root};
+use crate::common::{root, tiny_index_add};
 
 fn scenes() -> Vec<PathBuf> {
     let data = root().join("../shared/data/scenes");
@@ -31,23 +31,10 @@ fn scenes() -> Vec<PathBuf> {
 }
 
 fn add_cmd(index: &Path, scenes: &[PathBuf]) -> Result<std::process::Command> {
-    let mut cmd = nadir()?;
-    cmd.args([
-        "index",
-        "add",
-        "--quiet",
-        "--patch",
-        "96",
-        "--commit-every",
-        "24",
-        "--model",
-    ])
-    .arg(root().join("clip/tests/fixtures/tiny-quickgelu.safetensors"))
-    .arg("--index")
-    .arg(index)
-    .args(scenes)
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null());
+    let mut cmd = tiny_index_add(index, 96, 24)?;
+    cmd.args(scenes)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     Ok(cmd)
 }
 

@@ -7,7 +7,7 @@ use std::process::Output;
 
 use anyhow::{ensure, Result};
 
-use crate::common::{nadir, root};
+use crate::common::{nadir, root, tiny_index_add};
 
 fn run(args: &[&str], index: &Path, extra: &[&Path]) -> Result<Output> {
     let mut cmd = nadir()?;
@@ -32,25 +32,8 @@ fn check_repair_and_relocate_through_the_cli() -> Result<()> {
         std::fs::copy(root().join("data/scenes").join(name), scenes.join(name))?;
     }
     let index = tmp.path().join("index");
-    let model = root().join("clip/tests/fixtures/tiny-quickgelu.safetensors");
-    let add = |paths: &[&Path]| -> Result<Output> {
-        let mut cmd = nadir()?;
-        cmd.args([
-            "index",
-            "add",
-            "--quiet",
-            "--patch",
-            "512",
-            "--commit-every",
-            "1000",
-            "--model",
-        ])
-        .arg(&model)
-        .arg("--index")
-        .arg(&index)
-        .args(paths);
-        Ok(cmd.output()?)
-    };
+    let add =
+        |paths: &[&Path]| -> Result<Output> { Ok(tiny_index_add(&index, 512, 1000)?.args(paths).output()?) };
     let first = root().join("data/scenes/manila-pasig-river.tif");
     let o = add(&[&first, &scenes.join("grassland.tif")])?;
     ensure!(o.status.success(), "{}", text(&o));
